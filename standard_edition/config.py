@@ -1,0 +1,269 @@
+"""The configuration file: where it is, what it says, and whether it says it correctly.
+
+One TOML file (DESIGN §8). Every key is declared in SCHEMA below with its type; an unknown
+key or a bad value raises ConfigError with one line that names the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+SYSTEM_CONFIG = Path("/etc/se-appliance/config.toml")
+DEFAULT_NAME = "default.toml"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; str() is the one line shown to the admin."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    domain: str
+    data_dir: Path
+    source: str  # the file read, or "embedded default"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    listen: dict[str, tuple[Address, ...]] = field(default_factory=dict)
+    edge: dict[str, tuple[Address, ...]] = field(default_factory=dict)
+    federation_mode: str = "allowlist"
+    federation_allow: tuple[str, ...] = ()
+    federation_block: tuple[str, ...] = ()
+    federation_hosts: dict[str, dict[str, Address]] = field(default_factory=dict)
+    sip_digest: tuple[str, ...] = ("MD5",)
+    im_offline: bool = True
+    archive_mode: str = "off"
+    max_stanza_size: int = 262_144
+    xmpp_version: bool = False
+
+    @property
+    def control_socket(self) -> Path:
+        return self.data_dir / "control.sock"
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "se.sqlite3"
+
+
+def locate(cli_path: str | None) -> Path | None:
+    """The config file to use: --config, else $SE_CONFIG, else the system file; None: embedded."""
+    if cli_path:
+        return Path(cli_path)
+    env = os.environ.get("SE_CONFIG")
+    if env:
+        return Path(env)
+    if SYSTEM_CONFIG.exists():
+        return SYSTEM_CONFIG
+    return None
+
+
+def load(path: Path | None) -> Config:
+    """Read and validate a config file; path None reads the embedded demo default."""
+    if path is None:
+        text = resources.files("standard_edition").joinpath(DEFAULT_NAME).read_text("utf-8")
+        base = Path.cwd()
+        source = "embedded default"
+    else:
+        try:
+            text = path.read_text("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read: {e}") from None
+        base = path.resolve().parent
+        source = str(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    return _build(raw, base, source)
+
+
+# -- validation ------------------------------------------------------------------------------
+
+Check = Callable[[str, Any], Any]
+
+
+def _str(key: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise ConfigError(f"{key}: expected a string, got {v!r}")
+    return v
+
+
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key}: expected true or false, got {v!r}")
+    return v
+
+
+def _domain(key: str, v: Any) -> str:
+    v = _str(key, v).strip().lower().rstrip(".")
+    labels = v.split(".")
+    ok = bool(v) and len(v) <= 253 and all(
+        0 < len(lab) <= 63
+        and all(c.isalnum() or c == "-" for c in lab)
+        and not lab.startswith("-")
+        and not lab.endswith("-")
+        for lab in labels
+    )
+    if not ok:
+        raise ConfigError(f"{key}: {v!r} is not a valid domain name")
+    return v
+
+
+def _domains(key: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list):
+        raise ConfigError(f"{key}: expected a list of domain names, got {v!r}")
+    return tuple(_domain(key, d) for d in v)
+
+
+def _address(key: str, v: Any) -> Address:
+    s = _str(key, v)
+    host, sep, port = s.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{key}: {s!r} is not host:port")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key}: {s!r} has no valid port")
+    if host not in ("localhost", "*"):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(f"{key}: {s!r}: the host must be an IP address") from None
+    return Address(host, int(port))
+
+
+def _addresses(key: str, v: Any) -> tuple[Address, ...]:
+    if not isinstance(v, list):
+        raise ConfigError(f'{key}: expected a list of "host:port" strings, got {v!r}')
+    return tuple(_address(key, a) for a in v)
+
+
+def _choice(*choices: str) -> Check:
+    def check(key: str, v: Any) -> str:
+        if v not in choices:
+            raise ConfigError(f"{key}: {v!r} is not one of {', '.join(choices)}")
+        return str(v)
+
+    return check
+
+
+def _digests(key: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not v or any(d not in ("MD5", "SHA-256") for d in v):
+        raise ConfigError(f'{key}: expected a list of "MD5" and/or "SHA-256", got {v!r}')
+    if "MD5" not in v:
+        # common SIP clients stop at a non-MD5 challenge (DESIGN §3)
+        raise ConfigError(f'{key}: "MD5" must stay enabled; "SHA-256" is offered after it')
+    return tuple(dict.fromkeys(v))
+
+
+def _stanza_size(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 10_000 <= v <= 16 * 1024 * 1024:
+        raise ConfigError(f"{key}: expected a byte count between 10000 and 16777216, got {v!r}")
+    return v
+
+
+def _hosts(key: str, v: Any) -> dict[str, dict[str, Address]]:
+    if not isinstance(v, dict):
+        raise ConfigError(f"{key}: expected a table")
+    out: dict[str, dict[str, Address]] = {}
+    for dom, entry in v.items():
+        k = f"{key}.{dom}"
+        _domain(k, dom)
+        if not isinstance(entry, dict):
+            raise ConfigError(f'{k}: expected {{ xmpp = "host:port", sip = "host:port" }}')
+        for proto in entry:
+            if proto not in ("xmpp", "sip"):
+                raise ConfigError(f"{k}.{proto}: unknown key")
+        out[dom.lower()] = {p: _address(f"{k}.{p}", a) for p, a in entry.items()}
+    return out
+
+
+SCHEMA: dict[str, Check | dict[str, Check]] = {
+    "domain": _domain,
+    "data_dir": _str,
+    "tls": {"cert": _str, "key": _str},
+    "listen": {"c2s": _addresses, "c2s_tls": _addresses, "sip": _addresses, "sip_tls": _addresses},
+    "edge": {"c2s": _addresses, "c2s_tls": _addresses, "sip_tls": _addresses, "s2s": _addresses},
+    "federation": {
+        "mode": _choice("allowlist", "blocklist", "open"),
+        "allow": _domains,
+        "block": _domains,
+        "hosts": _hosts,
+    },
+    "sip": {"digest": _digests},
+    "im": {"offline": _bool},
+    "archive": {"mode": _choice("off", "all", "users")},
+    "xmpp": {"max_stanza_size": _stanza_size, "version": _bool},
+}
+
+
+def _validate(raw: dict[str, Any]) -> dict[str, Any]:
+    """Check every key against SCHEMA; returns {dotted.key: value} of what was given."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        rule = SCHEMA.get(key)
+        if rule is None:
+            raise ConfigError(f"{key}: unknown key")
+        if isinstance(rule, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}]: expected a table")
+            for sub, v in value.items():
+                check = rule.get(sub)
+                if check is None:
+                    raise ConfigError(f"{key}.{sub}: unknown key")
+                out[f"{key}.{sub}"] = check(f"{key}.{sub}", v)
+        else:
+            out[key] = rule(key, value)
+    return out
+
+
+def _build(raw: dict[str, Any], base: Path, source: str) -> Config:
+    v = _validate(raw)
+    if "domain" not in v:
+        raise ConfigError("domain: missing (the one domain this server serves)")
+
+    def path(key: str) -> Path | None:
+        s = v.get(key, "")
+        return (base / s) if s else None
+
+    data_dir = path("data_dir") or base / "var"
+    cert, key = path("tls.cert"), path("tls.key")
+    if (cert is None) != (key is None):
+        raise ConfigError("tls.cert, tls.key: give both PEM paths, or neither for a self-signed pair")
+    defaults = {"c2s": (), "c2s_tls": (), "sip": (), "sip_tls": (), "s2s": ()}
+    listen = {k: v.get(f"listen.{k}", ()) for k in ("c2s", "c2s_tls", "sip", "sip_tls")}
+    edge = {k: v.get(f"edge.{k}", defaults[k]) for k in ("c2s", "c2s_tls", "sip_tls", "s2s")}
+    return Config(
+        domain=v["domain"],
+        data_dir=data_dir,
+        source=source,
+        tls_cert=cert,
+        tls_key=key,
+        listen=listen,
+        edge=edge,
+        federation_mode=v.get("federation.mode", "allowlist"),
+        federation_allow=v.get("federation.allow", ()),
+        federation_block=v.get("federation.block", ()),
+        federation_hosts=v.get("federation.hosts", {}),
+        sip_digest=v.get("sip.digest", ("MD5",)),
+        im_offline=v.get("im.offline", True),
+        archive_mode=v.get("archive.mode", "off"),
+        max_stanza_size=v.get("xmpp.max_stanza_size", 262_144),
+        xmpp_version=v.get("xmpp.version", False),
+    )

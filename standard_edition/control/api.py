@@ -1,0 +1,55 @@
+"""What the control socket can ask of the running server.
+
+The control server (control/server.py) maps each request name to one method of an object that
+implements ControlAPI; the core's implementation is core/admin.py. Methods return plain JSON-able
+data, or a Deferred of it, and raise ControlError for anything the caller got wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+JSON = Any
+Result = JSON | Deferred[JSON]
+
+
+class ControlError(Exception):
+    """A refused request. code: a short machine word (not-found, exists, invalid, ...);
+    message: the one line se-ctl prints."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ControlAPI(Protocol):
+    # request "user.add" {"jid", "password", "name"?} -> {"jid", "name"}
+    def user_add(self, jid: str, password: str, name: str | None = None) -> Result: ...
+
+    # "user.list" {} -> [{"jid", "name", "enabled", "sessions"}]
+    def user_list(self) -> Result: ...
+
+    # "user.show" {"jid"} -> {"jid", "name", "enabled", "created", "sessions": [...], "roster": n}
+    def user_show(self, jid: str) -> Result: ...
+
+    # "user.remove" {"jid"} -> {"jid"}; ends the user's sessions
+    def user_remove(self, jid: str) -> Result: ...
+
+    # "user.passwd" {"jid", "password"} -> {"jid"}
+    def user_passwd(self, jid: str, password: str) -> Result: ...
+
+    # "user.disable" {"jid"} -> {"jid", "sessions_closed": n}; ends the user's sessions
+    def user_disable(self, jid: str) -> Result: ...
+
+    # "user.enable" {"jid"} -> {"jid"}
+    def user_enable(self, jid: str) -> Result: ...
+
+    # "status" {} -> {"version", "domain", "uptime", "started", "listeners": [...],
+    #                  "sessions": {"xmpp": n}, "users": n, "config": "path"}
+    def status(self) -> Result: ...
+
+    # "sessions" {} -> [{"jid", "protocol", "address", "since", "tls", "priority", "show"}]
+    def sessions(self) -> Result: ...

@@ -1,0 +1,51 @@
+"""The core's values: what a presence, a message and a roster item are, whatever the protocol."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from standard_edition.core.jid import JID
+from standard_edition.core.subscription import State
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """One endpoint's availability as it published it."""
+
+    show: str | None = None  # None (available), chat, away, xa, dnd (RFC 6121 §4.7.2.1)
+    status: str | None = None  # the personal note
+    priority: int = 0
+    # protocol extensions carried verbatim to endpoints that understand them (XEP-0115 caps)
+    payload: tuple[ET.Element, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    sender: JID
+    to: JID
+    type: str = "normal"  # normal | chat | groupchat | headline | error
+    body: str | None = None
+    id: str | None = None
+    # the rich content as XML children, kept verbatim for endpoints that speak XML
+    payload: tuple[ET.Element, ...] = ()
+    delay: datetime | None = None  # when the server first received it (stored messages)
+
+
+@dataclass(frozen=True, slots=True)
+class RosterItem:
+    contact: JID  # bare
+    name: str | None = None
+    groups: tuple[str, ...] = ()
+    state: State = field(default_factory=State)
+    in_roster: bool = True  # False: only a remembered pending-in request (RFC 6121 §3.1.3)
+
+
+class Undeliverable(Exception):
+    """A stanza the core could not deliver; condition is the stanza error to return."""
+
+    def __init__(self, condition: str, text: str = "") -> None:
+        super().__init__(condition)
+        self.condition = condition
+        self.text = text

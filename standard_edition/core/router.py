@@ -1,0 +1,350 @@
+"""The core: sessions, presence, subscriptions and message routing, protocol-free.
+
+Protocol adapters call in with core values (JID, Presence, Message, Kind) and the core calls
+back out through each endpoint's `deliver_*` methods. The rules are RFC 6121's: §3 for
+subscriptions, §4 for presence broadcast and probes, §8.5 for routing by bare or full address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.python import log
+
+from standard_edition.core.accounts import Accounts
+from standard_edition.core.jid import JID
+from standard_edition.core.model import Message, Presence, RosterItem, Undeliverable
+from standard_edition.core.offline import OfflineStore
+from standard_edition.core.roster import Rosters
+from standard_edition.core.sessions import Endpoint, SessionRegistry
+from standard_edition.core.subscription import Kind, State, inbound, outbound
+
+
+class Router:
+    def __init__(
+        self,
+        domain: str,
+        accounts: Accounts,
+        rosters: Rosters,
+        sessions: SessionRegistry,
+        offline: OfflineStore,
+        *,
+        offline_enabled: bool = True,
+    ) -> None:
+        self.domain = domain
+        self.accounts = accounts
+        self.rosters = rosters
+        self.sessions = sessions
+        self.offline = offline
+        self.offline_enabled = offline_enabled
+        # full JIDs that received directed presence from an endpoint (RFC 6121 §4.6.3)
+        self._directed: dict[JID, set[JID]] = {}
+        self._replaying: set[str] = set()
+        self.counters = {"messages": 0, "offline_stored": 0, "presence": 0}
+        accounts.on_removed.append(self._account_removed)
+        accounts.on_disabled.append(self._account_disabled)
+
+    def is_local(self, jid: JID) -> bool:
+        return jid.domain == self.domain and jid.local is not None
+
+    def local_user(self, jid: JID) -> str | None:
+        """The account name for a local address that has an account."""
+        if jid.domain == self.domain and jid.local is not None and self.accounts.exists(jid.local):
+            return jid.local
+        return None
+
+    # -- sessions --------------------------------------------------------------------------
+
+    def bind(self, ep: Endpoint) -> None:
+        """A new endpoint; an older one with the same full address is closed (RFC 6120 §7.7.2.2)."""
+        old = self.sessions.add(ep)
+        if old is not None and old is not ep:
+            self._went_away(old, status=None)
+            old.close("conflict", "replaced by a newer session with the same resource")
+
+    def unbind(self, ep: Endpoint) -> None:
+        """An endpoint is gone (stream closed, connection lost)."""
+        if self.sessions.remove(ep):
+            self._went_away(ep, status=None)
+
+    def _went_away(self, ep: Endpoint, status: str | None) -> None:
+        if ep.presence is not None:
+            self.presence_unavailable(ep, status)
+        self._directed.pop(ep.jid, None)
+
+    def _account_removed(self, username: str) -> None:
+        for ep in self.sessions.of_user(username):
+            self.unbind(ep)
+            ep.close("not-authorized", "account removed")
+        bare = JID(username, self.domain, None)
+        for owner in self.rosters.owners_with(bare):
+            item = self.rosters.get(owner, bare)
+            if item is None:
+                continue
+            if not item.in_roster:
+                self.rosters.delete(owner, bare)
+                continue
+            self._store_item(owner, replace(item, state=State()))
+        self.rosters.forget_owner(username)
+
+    def _account_disabled(self, username: str) -> None:
+        for ep in self.sessions.of_user(username):
+            self.unbind(ep)
+            ep.close("not-authorized", "account disabled")
+
+    # -- roster ----------------------------------------------------------------------------
+
+    def roster_requested(self, ep: Endpoint) -> list[RosterItem]:
+        ep.interested = True
+        assert ep.jid.local is not None
+        return self.rosters.items(ep.jid.local)
+
+    def roster_set(self, user: str, contact: JID, name: str | None, groups: tuple[str, ...]) -> None:
+        """RFC 6121 §2.3: add or update an item; subscription state is the server's to keep."""
+        item = self.rosters.get(user, contact) or RosterItem(contact)
+        self._store_item(user, replace(item, name=name, groups=groups, in_roster=True))
+
+    def roster_remove(self, user: str, contact: JID) -> None:
+        """RFC 6121 §2.5.3: removing an item also cancels subscriptions both ways."""
+        item = self.rosters.get(user, contact)
+        if item is None or not item.in_roster:
+            raise Undeliverable("item-not-found")
+        if item.state.has_to or item.state.pending_out:
+            self.subscription(user, contact, Kind.UNSUBSCRIBE)
+        if item.state.has_from or item.state.pending_in:
+            self.subscription(user, contact, Kind.UNSUBSCRIBED)
+        self.rosters.delete(user, contact)
+        for ep in self.sessions.interested(user):
+            ep.deliver_roster_push(item, removed=True)
+
+    def _store_item(self, owner: str, item: RosterItem) -> None:
+        before = self.rosters.get(owner, item.contact)
+        if before == item:
+            return
+        self.rosters.put(owner, item)
+        if item.in_roster:
+            for ep in self.sessions.interested(owner):
+                ep.deliver_roster_push(item)
+
+    # -- subscriptions (RFC 6121 §3) -------------------------------------------------------
+
+    def subscription(self, user: str, contact: JID, kind: Kind) -> None:
+        """The user sends subscribe / subscribed / unsubscribe / unsubscribed to a contact."""
+        contact = contact.bare
+        item = self.rosters.get(user, contact)
+        result = outbound(item.state if item else State(), kind)
+        if item is None:
+            # §3.1.2: a request creates the roster item; so does approving (§3.1.5)
+            item = RosterItem(contact, in_roster=kind in (Kind.SUBSCRIBE, Kind.SUBSCRIBED))
+        new_item = replace(item, state=result.state)
+        if kind is Kind.SUBSCRIBE:
+            new_item = replace(new_item, in_roster=True)
+        self._store_item(user, new_item)
+        if not result.route:
+            return
+        sender = JID(user, self.domain, None)
+        contact_user = self.local_user(contact)
+        if contact_user is None:
+            # no such local account, and federation is not available: nothing to route to
+            return
+        self._inbound_subscription(contact_user, sender, kind)
+        if kind is Kind.SUBSCRIBED:
+            # §3.1.5: the contact now receives the user's presence
+            for ep in self.sessions.available(user):
+                self._deliver_presence_to_user(contact_user, ep.jid, ep.presence)
+        elif kind is Kind.UNSUBSCRIBED:
+            # §3.2.2: the contact no longer receives it: tell it the user is gone
+            for ep in self.sessions.available(user):
+                self._deliver_presence_to_user(contact_user, ep.jid, None)
+
+    def _inbound_subscription(self, user: str, sender: JID, kind: Kind) -> None:
+        """A subscription stanza from `sender` arrives for local `user` (RFC 6121 A.3)."""
+        item = self.rosters.get(user, sender)
+        result = inbound(item.state if item else State(), kind)
+        if item is None:
+            item = RosterItem(sender, in_roster=False)
+        self._store_item(user, replace(item, state=result.state))
+        if result.deliver:
+            if kind is Kind.SUBSCRIBE:
+                # §3.1.3: requests go to available resources; the rest get it at next login
+                for ep in self.sessions.available(user):
+                    ep.deliver_subscription(sender, kind)
+            else:
+                for ep in self.sessions.interested(user):
+                    ep.deliver_subscription(sender, kind)
+            if kind is Kind.UNSUBSCRIBE:
+                # §3.3.3: the user's presence no longer goes to the sender
+                sender_user = self.local_user(sender)
+                if sender_user:
+                    for ep in self.sessions.available(user):
+                        self._deliver_presence_to_user(sender_user, ep.jid, None)
+        if result.auto_reply is not None:
+            me = JID(user, self.domain, None)
+            sender_user = self.local_user(sender)
+            if sender_user is not None:
+                self._inbound_subscription(sender_user, me, result.auto_reply)
+                if result.auto_reply is Kind.SUBSCRIBED:
+                    for ep in self.sessions.available(user):
+                        self._deliver_presence_to_user(sender_user, ep.jid, ep.presence)
+
+    # -- presence (RFC 6121 §4) ------------------------------------------------------------
+
+    def presence_update(self, ep: Endpoint, presence: Presence) -> None:
+        """The endpoint says it is available (initial presence the first time)."""
+        initial = ep.presence is None
+        ep.presence = presence
+        self.counters["presence"] += 1
+        user = ep.jid.local
+        assert user is not None
+        self._broadcast(ep, presence)
+        if initial:
+            self._probe(ep)
+            for contact in self.rosters.pending_in(user):
+                ep.deliver_subscription(contact, Kind.SUBSCRIBE)
+            if presence.priority >= 0:
+                self._replay_offline(user)
+
+    def presence_unavailable(self, ep: Endpoint, status: str | None) -> None:
+        if ep.presence is None:
+            return
+        ep.presence = None
+        self._broadcast(ep, None, status=status)
+        for target in self._directed.pop(ep.jid, set()):
+            self._deliver_presence_to_jid(target, ep.jid, None)
+
+    def directed_presence(self, ep: Endpoint, to: JID, presence: Presence | None) -> None:
+        """RFC 6121 §4.6: presence sent to one address, outside the roster broadcast."""
+        if presence is None:
+            self._directed.get(ep.jid, set()).discard(to)
+        elif not (to.bare in self.rosters.subscribers(ep.jid.local or "")):
+            self._directed.setdefault(ep.jid, set()).add(to)
+        self._deliver_presence_to_jid(to, ep.jid, presence)
+
+    def probe(self, ep: Endpoint, contact: JID) -> None:
+        """RFC 6121 §4.3: an explicit probe from a client for one contact."""
+        user = ep.jid.local or ""
+        contact_user = self.local_user(contact)
+        if contact_user is None:
+            return
+        if self.rosters.state(contact_user, ep.jid.bare).has_from or contact_user == user:
+            for other in self.sessions.available(contact_user):
+                ep.deliver_presence(other.jid, other.presence)
+
+    def _broadcast(self, ep: Endpoint, presence: Presence | None, status: str | None = None) -> None:
+        user = ep.jid.local
+        assert user is not None
+        if presence is None and status:
+            sent: Presence | None = None
+        else:
+            sent = presence
+        for contact in self.rosters.subscribers(user):
+            contact_user = self.local_user(contact)
+            if contact_user is not None:
+                self._deliver_presence_to_user(contact_user, ep.jid, sent)
+        # §4.2.2 and §4.4.2: the user's own resources see it too, the sender included
+        for own in self.sessions.available(user):
+            own.deliver_presence(ep.jid, sent)
+        if presence is None and ep not in self.sessions.available(user):
+            ep.deliver_presence(ep.jid, None)
+
+    def _probe(self, ep: Endpoint) -> None:
+        """§4.2.2: on initial presence, the server gathers the presence of every contact the
+        user is subscribed to, and of the user's other resources."""
+        user = ep.jid.local
+        assert user is not None
+        for contact in self.rosters.subscriptions(user):
+            contact_user = self.local_user(contact)
+            if contact_user is None:
+                continue
+            for other in self.sessions.available(contact_user):
+                ep.deliver_presence(other.jid, other.presence)
+        for other in self.sessions.available(user):
+            if other is not ep:
+                ep.deliver_presence(other.jid, other.presence)
+
+    def _deliver_presence_to_user(self, user: str, sender: JID, p: Presence | None) -> None:
+        for ep in self.sessions.available(user):
+            ep.deliver_presence(sender, p)
+
+    def _deliver_presence_to_jid(self, to: JID, sender: JID, p: Presence | None) -> None:
+        user = self.local_user(to)
+        if user is None:
+            return
+        if to.resource is None:
+            self._deliver_presence_to_user(user, sender, p)
+        else:
+            target = self.sessions.get(to)
+            if target is not None:
+                target.deliver_presence(sender, p)
+
+    # -- messages (RFC 6121 §8.5) ----------------------------------------------------------
+
+    def route_message(self, msg: Message) -> Deferred[None]:
+        """Deliver a message to a local user; raises Undeliverable with the error to return.
+
+        The Deferred fires once the message is handed over or safely stored."""
+        self.counters["messages"] += 1
+        user = self.local_user(msg.to)
+        if user is None:
+            # §8.5.1: no such account
+            raise Undeliverable("service-unavailable")
+        if msg.to.resource is not None:
+            target = self.sessions.get(msg.to)
+            if target is not None and target.presence is not None:
+                # §8.5.3.1: an available resource gets the message whatever its priority
+                target.deliver_message(msg)
+                return succeed(None)
+            if msg.type in ("groupchat", "headline", "error"):
+                # §8.5.3.2.1: these are not rerouted to the bare address
+                if msg.type == "groupchat":
+                    raise Undeliverable("service-unavailable")
+                return succeed(None)
+        if msg.type == "groupchat":
+            raise Undeliverable("service-unavailable")
+        candidates = [e for e in self.sessions.available(user) if e.presence and e.presence.priority >= 0]
+        if candidates:
+            if msg.type == "headline":
+                targets = candidates
+            else:
+                # §8.5.2.1.1: the most available resources (highest priority) get it
+                top = max(e.presence.priority for e in candidates if e.presence)
+                targets = [e for e in candidates if e.presence and e.presence.priority == top]
+            for ep in targets:
+                ep.deliver_message(msg)
+            return succeed(None)
+        if msg.type in ("headline", "error"):
+            return succeed(None)  # §8.5.2.2: silently dropped when nobody is there
+        return self._store_offline(user, msg)
+
+    def _store_offline(self, user: str, msg: Message) -> Deferred[None]:
+        if not self.offline_enabled:
+            raise Undeliverable("service-unavailable", "the recipient is not signed in")
+        if self.offline.full(user):
+            raise Undeliverable("service-unavailable", "the recipient's offline storage is full")
+        self.counters["offline_stored"] += 1
+        return self.offline.store(user, msg)
+
+    def _replay_offline(self, user: str) -> None:
+        if user in self._replaying:
+            return
+        self._replaying.add(user)
+
+        def deliver(stored: list[tuple[int, Message]]) -> Deferred[None] | None:
+            targets = [e for e in self.sessions.available(user) if e.presence and e.presence.priority >= 0]
+            if not targets or not stored:
+                return None
+            for _, msg in stored:
+                for ep in targets:
+                    ep.deliver_message(msg)
+            return self.offline.remove(user, [i for i, _ in stored])
+
+        def done(result: Any) -> Any:
+            self._replaying.discard(user)
+            return result
+
+        d = self.offline.fetch(user)
+        d.addCallback(deliver)
+        d.addErrback(lambda f: log.err(f, f"offline messages for {user}"))
+        d.addBoth(done)

@@ -1,0 +1,81 @@
+"""Who is connected: every endpoint of every user, whatever protocol it speaks.
+
+An endpoint is one XMPP resource (later also one SIP registration). The core delivers to it
+through the small `Endpoint` interface, which each protocol adapter implements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from standard_edition.core.jid import JID
+from standard_edition.core.model import Message, Presence, RosterItem
+from standard_edition.core.subscription import Kind
+
+
+class Endpoint(Protocol):
+    jid: JID  # full address of this endpoint
+    protocol: str  # "xmpp"
+    address: str  # peer address, for se-ctl sessions
+    since: float  # epoch seconds
+    secure: bool
+    presence: Presence | None  # None until the endpoint has said it is available
+    interested: bool  # asked for the roster: gets roster pushes and subscription requests
+
+    def deliver_message(self, msg: Message) -> None: ...
+    def deliver_presence(self, sender: JID, presence: Presence | None) -> None: ...
+    def deliver_subscription(self, sender: JID, kind: Kind) -> None: ...
+    def deliver_roster_push(self, item: RosterItem, removed: bool = False) -> None: ...
+    def close(self, condition: str, text: str = "") -> None: ...
+
+
+class SessionRegistry:
+    def __init__(self) -> None:
+        self._by_user: dict[str, dict[str, Endpoint]] = {}
+
+    def add(self, ep: Endpoint) -> Endpoint | None:
+        """Register an endpoint; returns the one it replaces (same full address), if any."""
+        assert ep.jid.local is not None and ep.jid.resource is not None
+        resources = self._by_user.setdefault(ep.jid.local, {})
+        old = resources.get(ep.jid.resource)
+        resources[ep.jid.resource] = ep
+        return old
+
+    def remove(self, ep: Endpoint) -> bool:
+        """Forget an endpoint; False when it was already replaced or gone."""
+        assert ep.jid.local is not None and ep.jid.resource is not None
+        resources = self._by_user.get(ep.jid.local)
+        if not resources or resources.get(ep.jid.resource) is not ep:
+            return False
+        del resources[ep.jid.resource]
+        if not resources:
+            del self._by_user[ep.jid.local]
+        return True
+
+    def get(self, jid: JID) -> Endpoint | None:
+        if jid.local is None or jid.resource is None:
+            return None
+        return self._by_user.get(jid.local, {}).get(jid.resource)
+
+    def of_user(self, username: str) -> list[Endpoint]:
+        return list(self._by_user.get(username, {}).values())
+
+    def available(self, username: str) -> list[Endpoint]:
+        return [e for e in self._by_user.get(username, {}).values() if e.presence is not None]
+
+    def interested(self, username: str) -> list[Endpoint]:
+        return [e for e in self._by_user.get(username, {}).values() if e.interested]
+
+    def __iter__(self) -> Iterator[Endpoint]:
+        for resources in list(self._by_user.values()):
+            yield from list(resources.values())
+
+    def count(self) -> int:
+        return sum(len(r) for r in self._by_user.values())
+
+    def counts_by_protocol(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ep in self:
+            out[ep.protocol] = out.get(ep.protocol, 0) + 1
+        return out

@@ -1,0 +1,98 @@
+"""`se-appliance`: run the server in the foreground until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import (
+    FileLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    FilteringLogObserver,
+    formatEventAsClassicLogText,
+    globalLogBeginner,
+)
+
+from standard_edition import __version__, config
+
+
+def _format(event: dict[str, Any]) -> str | None:
+    return formatEventAsClassicLogText(event, formatTime=lambda t: _time(t))
+
+
+def _time(t: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t or 0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="se-appliance",
+        description="SE Appliance: IM and presence server (runs in the foreground).",
+        epilog="Config lookup: --config FILE, else $SE_CONFIG, else "
+        "/etc/se-appliance/config.toml, else the embedded demo default.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML config file")
+    parser.add_argument("--version", action="version", version=f"se-appliance {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log debug messages too")
+    args = parser.parse_args(argv)
+
+    try:
+        cfg = config.load(config.locate(args.config))
+    except config.ConfigError as e:
+        print(f"se-appliance: {e}", file=sys.stderr)
+        return 1
+
+    level = LogLevel.debug if args.debug else LogLevel.info
+    observer = FilteringLogObserver(
+        FileLogObserver(sys.stderr, _format), [LogLevelFilterPredicate(defaultLogLevel=level)]
+    )
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+    from twisted.internet import reactor
+
+    from standard_edition.server import Server, StartupError
+
+    server = Server(reactor, cfg)
+    exit_code = [0]
+
+    @defer.inlineCallbacks
+    def start():  # type: ignore[no-untyped-def]
+        try:
+            yield server.start()
+        except StartupError as e:
+            print(f"se-appliance: {e}", file=sys.stderr)
+            exit_code[0] = 1
+            reactor.stop()  # type: ignore[attr-defined]
+            return
+        except Exception:
+            from twisted.python import log as legacy
+
+            legacy.err(None, "start failed")
+            exit_code[0] = 1
+            reactor.stop()  # type: ignore[attr-defined]
+            return
+        reactor.addSystemEventTrigger("before", "shutdown", server.stop)  # type: ignore[attr-defined]
+        _banner(cfg, server)
+
+    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return exit_code[0]
+
+
+def _banner(cfg: config.Config, server: Any) -> None:
+    lines = [f"SE Appliance {__version__} serving {cfg.domain} (config: {cfg.source})"]
+    for item in server.listeners():
+        lines.append(f"  listening: {item['name']:8} {item['address']}")
+    lines.append(f"  data: {cfg.data_dir}   control socket: {cfg.control_socket}")
+    ctl = "se-ctl" + (f" --config {cfg.source}" if cfg.source != "embedded default" else "")
+    lines.append(f"  add a user: {ctl} user add alice@{cfg.domain}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

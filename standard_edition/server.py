@@ -1,0 +1,164 @@
+"""The server: builds the store, the core and the listeners on one reactor, and stops them."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import sqlite_utils
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+
+from standard_edition import tls
+from standard_edition.config import Address, Config, ConfigError
+from standard_edition.control.server import listen_control
+from standard_edition.core.accounts import Accounts
+from standard_edition.core.admin import Admin
+from standard_edition.core.offline import OfflineStore
+from standard_edition.core.roster import Rosters
+from standard_edition.core.router import Router
+from standard_edition.core.sessions import SessionRegistry
+from standard_edition.store.database import Database
+from standard_edition.xmpp.c2s import C2SContext, C2SFactory
+from standard_edition.xmpp.iq import IqHandlers
+
+log = Logger(namespace="se")
+
+
+class StartupError(Exception):
+    """The server cannot start; str() is the one line the admin sees."""
+
+
+class Server:
+    def __init__(self, reactor: Any, cfg: Config) -> None:
+        self.reactor = reactor
+        self.cfg = cfg
+        self.db = Database(reactor, cfg.data_dir / "se.sqlite3")
+        self.ports: list[tuple[str, Any]] = []
+        self.control_port: Any = None
+        self.c2s_contexts: list[C2SContext] = []
+        self.router: Router | None = None
+
+    @defer.inlineCallbacks
+    def start(self):  # type: ignore[no-untyped-def]
+        cfg = self.cfg
+        try:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as e:
+            raise StartupError(f"data_dir: cannot create {cfg.data_dir}: {e.strerror}") from None
+        try:
+            cert, key = yield self.reactor_thread(tls.ensure_certificate, cfg, log)
+            tls_options = tls.server_tls_options(cert, key)
+            end_point = tls.server_end_point_hash(tls.certificate_der(cert))
+        except ConfigError as e:
+            raise StartupError(str(e)) from None
+        try:
+            version = yield self.db.open()
+        except Exception as e:
+            raise StartupError(f"data_dir: cannot open the database {self.db.path}: {e}") from None
+        log.info("store {path} at schema version {version}", path=self.db.path, version=version)
+        secret = yield self.db.run(_decoy_secret)
+
+        accounts = Accounts(self.db, cfg.domain)
+        rosters = Rosters(self.db)
+        offline = OfflineStore(self.db)
+        n_users = yield accounts.load()
+        yield rosters.load()
+        yield offline.load()
+        sessions = SessionRegistry()
+        router = Router(cfg.domain, accounts, rosters, sessions, offline, offline_enabled=cfg.im_offline)
+        self.router = router
+        iq = IqHandlers(cfg.domain, version=cfg.xmpp_version, offline=lambda: router.offline_enabled)
+
+        def context(direct_tls: bool) -> C2SContext:
+            ctx = C2SContext(
+                reactor=self.reactor,
+                router=router,
+                domain=cfg.domain,
+                tls_options=tls_options,
+                server_end_point=end_point,
+                decoy_secret=secret,
+                max_stanza_size=cfg.max_stanza_size,
+                iq=iq,
+                direct_tls=direct_tls,
+            )
+            self.c2s_contexts.append(ctx)
+            return ctx
+
+        starttls, direct = context(False), context(True)
+        for addr in cfg.listen["c2s"]:
+            self._listen("c2s", addr, C2SFactory(starttls))
+        for addr in cfg.listen["c2s_tls"]:
+            self._listen("c2s_tls", addr, C2SFactory(direct), tls_options)
+        for key in ("sip", "sip_tls"):
+            if cfg.listen[key]:
+                log.warn("listen.{key}: SIP/SIMPLE is not served by this release; not listening", key=key)
+        for key, addrs in cfg.edge.items():
+            if addrs:
+                log.warn("edge.{key}: the edge listener is not part of this release; not listening", key=key)
+
+        admin = Admin(cfg, router, self.listeners)
+        try:
+            self.control_port = listen_control(self.reactor, cfg.control_socket, admin, log=log)
+        except (OSError, CannotListenError) as e:
+            raise StartupError(f"data_dir: cannot open the control socket {cfg.control_socket}: {e}") from None
+        log.info(
+            "serving {domain} for {n} users; data in {data}", domain=cfg.domain, n=n_users, data=cfg.data_dir
+        )
+        return self
+
+    def reactor_thread(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+        from twisted.internet.threads import deferToThread
+
+        return deferToThread(fn, *args)
+
+    def _listen(self, name: str, addr: Address, factory: Any, tls_options: Any = None) -> None:
+        factory.noisy = False
+        host = "" if addr.host == "*" else addr.host
+        try:
+            if tls_options is None:
+                port = self.reactor.listenTCP(addr.port, factory, interface=host, backlog=1024)
+            else:
+                port = self.reactor.listenSSL(addr.port, factory, tls_options, interface=host, backlog=1024)
+        except CannotListenError as e:
+            raise StartupError(f"listen.{name}: cannot listen on {addr}: {e.socketError}") from None
+        self.ports.append((name, port))
+
+    def listeners(self) -> list[dict[str, Any]]:
+        out = []
+        for name, port in self.ports:
+            h = port.getHost()
+            out.append({"name": name, "address": f"{h.host}:{h.port}", "transport": "tcp"})
+        return out
+
+    @defer.inlineCallbacks
+    def stop(self):  # type: ignore[no-untyped-def]
+        """SIGTERM: tell every client, stop listening, flush the store."""
+        for ctx in self.c2s_contexts:
+            for stream in list(ctx.streams):
+                stream.stream_error("system-shutdown", "the server is shutting down")
+        for _, port in self.ports:
+            yield defer.maybeDeferred(port.stopListening)
+        if self.control_port is not None:
+            yield defer.maybeDeferred(self.control_port.stopListening)
+        # give the goodbyes a moment to reach the clients before the process exits
+        yield _sleep(self.reactor, 0.2)
+        yield self.db.close()
+        log.info("stopped")
+
+
+def _sleep(reactor: Any, seconds: float) -> defer.Deferred[None]:
+    d: defer.Deferred[None] = defer.Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+def _decoy_secret(db: sqlite_utils.Database) -> bytes:
+    """A per-installation secret for decoy credentials of unknown users, made once."""
+    row = db.execute("SELECT value FROM settings WHERE key = 'decoy_secret'").fetchone()
+    if row:
+        return bytes.fromhex(row[0])
+    value = secrets.token_bytes(32)
+    db["settings"].insert({"key": "decoy_secret", "value": value.hex()})
+    return value

@@ -1,0 +1,55 @@
+"""Numbered schema migrations; the file's PRAGMA user_version says which ran.
+
+Append new steps at the end; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+def _001_accounts_rosters(db: sqlite_utils.Database) -> None:
+    db["accounts"].create(
+        {
+            "username": str,  # PRECIS-prepared local part
+            "name": str,  # display name
+            "enabled": int,
+            "created": str,  # ISO 8601 UTC
+            "credentials": str,  # JSON: SCRAM keys and SIP HA1s, never the password
+        },
+        pk="username",
+    )
+    db["roster"].create(
+        {
+            "owner": str,
+            "contact": str,  # bare JID
+            "name": str,
+            "groups": str,  # JSON list
+            "subscription": str,  # none | to | from | both (RFC 6121 §2.1.2.5)
+            "ask": int,  # our subscribe request awaits the contact's answer (pending-out)
+            "pending_in": int,  # the contact's request awaits our answer (pending-in)
+            "approved": int,  # pre-approved (RFC 6121 §3.4)
+            "in_roster": int,  # a real roster item, not only a remembered pending-in request
+        },
+        pk=("owner", "contact"),
+        foreign_keys=[("owner", "accounts", "username")],
+    )
+    db["offline"].create(
+        {
+            "id": int,
+            "owner": str,
+            "stamp": str,  # when the server received it (XEP-0203)
+            "sender": str,
+            "stanza": str,  # the message as received, for the protocol adapter to replay
+        },
+        pk="id",
+    )
+    db["offline"].create_index(["owner", "id"])
+    db["settings"].create({"key": str, "value": str}, pk="key")
+
+
+MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
+    (1, _001_accounts_rosters),
+]

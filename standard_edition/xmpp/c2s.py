@@ -1,0 +1,534 @@
+"""XMPP client-to-server streams: the thin Twisted shell around the sans-I/O parts.
+
+The protocol frames bytes through `xml.StreamParser`, negotiates TLS, SASL and resource binding
+(RFC 6120 §5–§7), then hands each stanza to the core (messages, presence) or to the IQ handlers.
+It is also the core's `Endpoint` for the resource it bound.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.threads import deferToThread
+from twisted.python import failure, log
+
+from standard_edition.core.jid import JID, InvalidJID, parse_jid
+from standard_edition.core.model import Message, Presence, RosterItem, Undeliverable
+from standard_edition.core.router import Router
+from standard_edition.core.subscription import Kind
+from standard_edition.xmpp import sasl
+from standard_edition.xmpp.iq import IqHandlers
+from standard_edition.xmpp.stanzas import (
+    C,
+    StanzaError,
+    error_reply,
+    local_name,
+    message_from_stanza,
+    message_stanza,
+    presence_from_stanza,
+    presence_stanza,
+    roster_item_element,
+    sub,
+)
+from standard_edition.xmpp.xml import (
+    NS_CLIENT,
+    STREAM_CLOSE,
+    StanzaReceived,
+    StreamClosed,
+    StreamError,
+    StreamOpened,
+    StreamParser,
+    serialize,
+    stream_error,
+    stream_header,
+)
+
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+NS_SASL_CB = "urn:xmpp:sasl-cb:0"
+NS_LIMITS = "urn:xmpp:stream-limits:0"
+FEATURES = b"<stream:features>"
+FEATURES_END = b"</stream:features>"
+
+AUTH_TIMEOUT = 60.0  # seconds an unauthenticated stream may stay open
+FAILED_AUTH_DELAY = 1.0  # every failed attempt answers after the same pause, known user or not
+MAX_AUTH_ATTEMPTS = 5  # RFC 6120 §6.4.5: a few retries, then the stream ends
+TLS_EXPORTER_LABEL = b"EXPORTER-Channel-Binding"  # RFC 9266 §2
+
+
+@dataclass
+class C2SContext:
+    """What every client stream of one listener shares."""
+
+    reactor: Any
+    router: Router
+    domain: str
+    tls_options: Any  # twisted CertificateOptions
+    server_end_point: bytes  # RFC 5929 hash of our certificate
+    decoy_secret: bytes
+    max_stanza_size: int
+    iq: IqHandlers
+    direct_tls: bool = False
+    streams: set[C2SProtocol] = field(default_factory=set)
+
+
+class C2SProtocol(Protocol):
+    protocol = "xmpp"
+
+    def __init__(self, ctx: C2SContext) -> None:
+        self.ctx = ctx
+        self.parser = StreamParser(max_stanza_bytes=ctx.max_stanza_size)
+        self.secure = ctx.direct_tls
+        self.username: str | None = None
+        self.header_sent = False
+        self.closing = False
+        self.mechanism: sasl.Mechanism | None = None
+        self.auth_attempts = 0
+        self.auth_pending = False
+        self.timeout: Any = None
+        # Endpoint attributes, meaningful once a resource is bound
+        self.jid: JID | None = None  # type: ignore[assignment]
+        self.address = ""
+        self.since = time.time()
+        self.presence: Presence | None = None
+        self.interested = False
+        self._push_id = 0
+
+    # -- connection --------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.address = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.ctx.streams.add(self)
+        self.timeout = self.ctx.reactor.callLater(AUTH_TIMEOUT, self._auth_timed_out)
+
+    def connectionLost(self, reason: failure.Failure = failure.Failure(ConnectionError())) -> None:
+        self.ctx.streams.discard(self)
+        self.closing = True
+        if self.timeout is not None and self.timeout.active():
+            self.timeout.cancel()
+        if self.jid is not None and self.jid.resource is not None:
+            self.ctx.router.unbind(self)
+
+    def _auth_timed_out(self) -> None:
+        self.timeout = None
+        if self.jid is None:
+            self.stream_error("connection-timeout", "no session was established in time")
+
+    def send(self, data: bytes) -> None:
+        if not self.closing:
+            self.transport.write(data)
+
+    def send_stanza(self, el: ET.Element) -> None:
+        if not self.closing:
+            self.transport.write(serialize(el))
+
+    def stream_error(self, condition: str, text: str = "") -> None:
+        """RFC 6120 §4.9: send the error, close the stream and the connection."""
+        if self.closing:
+            return
+        if not self.header_sent:
+            # §4.9.1.2: the error follows an opening header even before the client's arrived
+            self._send_header()
+        self.transport.write(stream_error(condition, text))
+        self.closing = True
+        self.transport.loseConnection()
+
+    def _send_header(self) -> None:
+        self.header_sent = True
+        self.transport.write(
+            stream_header(from_=self.ctx.domain, to=None, stream_id=secrets.token_hex(8))
+        )
+
+    # -- bytes in ------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            events = self.parser.feed(data)
+        except StreamError as e:
+            self.stream_error(e.condition, e.text)
+            return
+        for ev in events:
+            if self.closing:
+                return
+            try:
+                if isinstance(ev, StanzaReceived):
+                    self._stanza(ev.element)
+                elif isinstance(ev, StreamOpened):
+                    self._stream_opened(ev)
+                elif isinstance(ev, StreamClosed):
+                    self.send(STREAM_CLOSE)
+                    self.closing = True
+                    self.transport.loseConnection()
+            except Exception:
+                log.err(None, f"c2s {self.address}: while handling input")
+                self.stream_error("internal-server-error")
+
+    def _stream_opened(self, ev: StreamOpened) -> None:
+        self._send_header()
+        if ev.default_ns != NS_CLIENT:
+            self.stream_error("invalid-namespace", "this port serves jabber:client streams")
+            return
+        if ev.attrs.get("to", "").lower().rstrip(".") != self.ctx.domain:
+            self.stream_error("host-unknown", f"this server serves {self.ctx.domain}")
+            return
+        if not ev.attrs.get("version", "").startswith("1."):
+            self.stream_error("unsupported-version", "XMPP 1.0 streams only")
+            return
+        self.send(self._features())
+
+    def _features(self) -> bytes:
+        out = [FEATURES]
+        limits = (
+            f"<limits xmlns='{NS_LIMITS}'><max-bytes>{self.ctx.max_stanza_size}</max-bytes></limits>"
+        ).encode()
+        if not self.secure:
+            # RFC 6120 §5.3.1: TLS is mandatory here, so nothing else is offered before it
+            out.append(f"<starttls xmlns='{NS_TLS}'><required/></starttls>".encode())
+        elif self.username is None:
+            cb = self._channel_binding()
+            mechs = sasl.offered_mechanisms(True, cb.data.keys())
+            out.append(f"<mechanisms xmlns='{sasl.NS_SASL}'>".encode())
+            out.extend(f"<mechanism>{m}</mechanism>".encode() for m in mechs)
+            out.append(b"</mechanisms>")
+            if cb.data:
+                # XEP-0440: which channel-binding types the -PLUS mechanisms accept
+                out.append(f"<sasl-channel-binding xmlns='{NS_SASL_CB}'>".encode())
+                out.extend(f"<channel-binding type='{t}'/>".encode() for t in sorted(cb.data))
+                out.append(b"</sasl-channel-binding>")
+            out.append(limits)
+        else:
+            out.append(f"<bind xmlns='{NS_BIND}'/>".encode())
+            out.append(f"<session xmlns='{NS_SESSION}'><optional/></session>".encode())
+            out.append(limits)
+        out.append(FEATURES_END)
+        return b"".join(out)
+
+    def _channel_binding(self) -> sasl.ChannelBinding:
+        conn = self._tls_connection()
+        if conn is None:
+            return sasl.ChannelBinding({})
+        data = {"tls-server-end-point": self.ctx.server_end_point}
+        # RFC 9266 §3: tls-exporter is defined for TLS 1.3 only
+        if conn.get_protocol_version_name() == "TLSv1.3":
+            try:
+                data["tls-exporter"] = conn.export_keying_material(TLS_EXPORTER_LABEL, 32)
+            except SSL.Error:
+                log.msg(f"c2s {self.address}: TLS exporter unavailable")
+        return sasl.ChannelBinding(data)
+
+    def _tls_connection(self) -> SSL.Connection | None:
+        handle = self.transport.getHandle()
+        return handle if isinstance(handle, SSL.Connection) else None
+
+    # -- stanzas -------------------------------------------------------------------------------
+
+    def _stanza(self, el: ET.Element) -> None:
+        if not self.secure:
+            self._before_tls(el)
+        elif self.username is None:
+            self._before_auth(el)
+        elif self.jid is None:
+            self._before_bind(el)
+        else:
+            self._session_stanza(el)
+
+    def _before_tls(self, el: ET.Element) -> None:
+        if el.tag != "{" + NS_TLS + "}starttls":
+            self.stream_error("policy-violation", "STARTTLS is required first")
+            return
+        self.send(f"<proceed xmlns='{NS_TLS}'/>".encode())
+        self.transport.startTLS(self.ctx.tls_options)
+        self.secure = True
+        self.parser.reset()  # RFC 6120 §5.4.3.3: a new stream over TLS
+
+    def _before_auth(self, el: ET.Element) -> None:
+        if el.tag == "{" + NS_TLS + "}starttls":
+            self.stream_error("policy-violation", "TLS is already in place")
+            return
+        if self.auth_pending:
+            self.stream_error("policy-violation", "wait for the answer to the last SASL step")
+            return
+        name = local_name(el.tag)
+        if not el.tag.startswith("{" + sasl.NS_SASL + "}"):
+            self.stream_error("not-authorized", "authenticate first")
+            return
+        if name == "auth":
+            self.auth_attempts += 1
+            self.mechanism = sasl.make_mechanism(
+                el.get("mechanism", ""),
+                lookup=self.ctx.router.accounts.sasl_lookup,
+                decoy_secret=self.ctx.decoy_secret,
+                channel_binding=self._channel_binding(),
+                tls=True,
+            )
+            if self.mechanism is None:
+                self._sasl_failure(sasl.Failure("invalid-mechanism"), delay=False)
+                return
+            self._sasl_step(el.text or "")
+        elif name == "response":
+            if self.mechanism is None:
+                self._sasl_failure(sasl.Failure("malformed-request", "no exchange in progress"))
+                return
+            self._sasl_step(el.text or "")
+        elif name == "abort":
+            self.mechanism = None
+            self._sasl_failure(sasl.Failure("aborted"), delay=False)
+        else:
+            self.stream_error("bad-format", f"unexpected SASL element <{name}/>")
+
+    def _sasl_step(self, text: str) -> None:
+        text = text.strip()
+        try:
+            data = b"" if text in ("", "=") else base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            self.mechanism = None
+            self._sasl_failure(sasl.Failure("incorrect-encoding"))
+            return
+        mech = self.mechanism
+        assert mech is not None
+        if mech.blocking:
+            # PLAIN hashes the password (PBKDF2): never on the reactor thread
+            self.auth_pending = True
+            d = deferToThread(mech.step, data)
+            d.addCallback(self._sasl_result)
+            d.addErrback(self._sasl_crashed)
+        else:
+            self._sasl_result(mech.step(data))
+
+    def _sasl_crashed(self, f: failure.Failure) -> None:
+        log.err(f, f"c2s {self.address}: SASL step failed")
+        self._sasl_result(sasl.Failure("temporary-auth-failure"))
+
+    def _sasl_result(self, step: sasl.SaslStep) -> None:
+        self.auth_pending = False
+        if self.closing:
+            return
+        if isinstance(step, sasl.Challenge):
+            payload = base64.b64encode(step.data).decode() if step.data else "="
+            self.send(f"<challenge xmlns='{sasl.NS_SASL}'>{payload}</challenge>".encode())
+        elif isinstance(step, sasl.Success):
+            self.mechanism = None
+            self.username = step.username
+            payload = base64.b64encode(step.data).decode() if step.data else ""
+            self.send(f"<success xmlns='{sasl.NS_SASL}'>{payload}</success>".encode())
+            self.parser.reset()  # RFC 6120 §6.4.6: the client opens a new stream
+        else:
+            self.mechanism = None
+            self._sasl_failure(step)
+
+    def _sasl_failure(self, f: sasl.Failure, delay: bool = True) -> None:
+        def send() -> None:
+            self.auth_pending = False
+            if self.closing:
+                return
+            text = f"<text xml:lang='en'>{_escape(f.text)}</text>" if f.text else ""
+            self.send(f"<failure xmlns='{sasl.NS_SASL}'><{f.condition}/>{text}</failure>".encode())
+            if self.auth_attempts >= MAX_AUTH_ATTEMPTS:
+                self.stream_error("policy-violation", "too many failed authentication attempts")
+
+        if delay:
+            self.auth_pending = True
+            self.ctx.reactor.callLater(FAILED_AUTH_DELAY, send)
+        else:
+            send()
+
+    def _before_bind(self, el: ET.Element) -> None:
+        if el.tag != C + "iq" or el.get("type") != "set":
+            self.stream_error("not-authorized", "bind a resource first")
+            return
+        bind = el.find("{" + NS_BIND + "}bind")
+        if bind is None:
+            self.send_stanza(error_reply(el, "not-allowed", "bind a resource first"))
+            return
+        acct = self.ctx.router.accounts.get(self.username or "")
+        if acct is None or not acct.enabled:
+            self.stream_error("not-authorized", "account no longer available")
+            return
+        wanted = (bind.findtext("{" + NS_BIND + "}resource") or "").strip()
+        resource = wanted or f"se-{secrets.token_hex(6)}"
+        try:
+            jid = parse_jid(f"{self.username}@{self.ctx.domain}/{resource}")
+        except InvalidJID:
+            self.send_stanza(error_reply(el, "bad-request", "resource is not valid"))
+            return
+        self.jid = jid
+        if self.timeout is not None and self.timeout.active():
+            self.timeout.cancel()
+        self.since = time.time()
+        self.ctx.router.bind(self)
+        reply = ET.Element(C + "iq", {"type": "result", "id": el.get("id", "")})
+        b = sub(reply, "{" + NS_BIND + "}bind")
+        sub(b, "{" + NS_BIND + "}jid", text=str(jid))
+        self.send_stanza(reply)
+
+    def _session_stanza(self, el: ET.Element) -> None:
+        assert self.jid is not None
+        sender = el.get("from")
+        if sender is not None:
+            try:
+                claimed = parse_jid(sender)
+            except InvalidJID:
+                self.stream_error("invalid-from", "the from address is not valid")
+                return
+            # RFC 6120 §8.1.2.1: a client may only claim its own bare or full address
+            if claimed not in (self.jid, self.jid.bare):
+                self.stream_error("invalid-from", "the from address is not yours")
+                return
+        el.set("from", str(self.jid))
+        kind = local_name(el.tag)
+        if not el.tag.startswith(C):
+            self.stream_error("unsupported-stanza-type", f"<{kind}/> is not a stanza")
+            return
+        try:
+            if kind == "message":
+                self._message(el)
+            elif kind == "presence":
+                self._presence(el)
+            elif kind == "iq":
+                self._iq(el)
+            else:
+                self.stream_error("unsupported-stanza-type", f"<{kind}/> is not a stanza")
+        except StanzaError as e:
+            if el.get("type") != "error":
+                self.send_stanza(error_reply(el, e.condition, e.text))
+        except Undeliverable as e:
+            if el.get("type") != "error":
+                self.send_stanza(error_reply(el, e.condition, e.text))
+
+    def _target(self, el: ET.Element) -> JID:
+        to = el.get("to")
+        if to is None:
+            assert self.jid is not None
+            return self.jid.bare
+        try:
+            return parse_jid(to)
+        except InvalidJID:
+            raise StanzaError("jid-malformed", "the to address is not valid") from None
+
+    def _message(self, el: ET.Element) -> None:
+        assert self.jid is not None
+        to = self._target(el)
+        if to.domain != self.ctx.domain:
+            raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
+        if to.local is None:
+            raise StanzaError("service-unavailable")
+        msg = message_from_stanza(el, self.jid, to)
+        d = self.ctx.router.route_message(msg)
+        d.addErrback(self._undelivered, el)
+
+    def _undelivered(self, f: failure.Failure, el: ET.Element) -> None:
+        if f.check(Undeliverable):
+            e = f.value
+            self.send_stanza(error_reply(el, e.condition, e.text))
+        else:
+            log.err(f, f"c2s {self.address}: message not stored")
+            self.send_stanza(error_reply(el, "internal-server-error", "message not stored"))
+
+    def _presence(self, el: ET.Element) -> None:
+        assert self.jid is not None
+        ptype = el.get("type")
+        to = None if el.get("to") is None else self._target(el)
+        router = self.ctx.router
+        if ptype in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
+            if to is None or to.local is None:
+                raise StanzaError("bad-request", "a subscription needs a contact address")
+            router.subscription(self.jid.local or "", to.bare, Kind(ptype))
+        elif ptype == "probe":
+            if to is not None:
+                router.probe(self, to)
+        elif ptype == "error":
+            return
+        elif ptype in (None, "unavailable"):
+            presence = None if ptype == "unavailable" else presence_from_stanza(el)
+            if to is None:
+                if presence is None:
+                    router.presence_unavailable(self, el.findtext(C + "status"))
+                else:
+                    router.presence_update(self, presence)
+            else:
+                router.directed_presence(self, to, presence)
+        else:
+            raise StanzaError("bad-request", f"unknown presence type {ptype[:20]!r}")
+
+    def _iq(self, el: ET.Element) -> None:
+        assert self.jid is not None
+        itype = el.get("type")
+        if itype not in ("get", "set", "result", "error") or el.get("id") is None:
+            raise StanzaError("bad-request", "an iq needs an id and a type")
+        to = self._target(el) if el.get("to") is not None else None
+        if to is not None and to.domain == self.ctx.domain and to.local is not None and to.resource:
+            # addressed to one endpoint of a user: pass it through (RFC 6121 §8.5.3.1)
+            if self._route_iq_to_endpoint(el, to):
+                return
+            if itype in ("result", "error"):
+                return
+            raise StanzaError("service-unavailable")
+        if itype in ("result", "error"):
+            return
+        reply = self.ctx.iq.handle(self, el, to)
+        if reply is not None:
+            self.send_stanza(reply)
+
+    def _route_iq_to_endpoint(self, el: ET.Element, to: JID) -> bool:
+        target = self.ctx.router.sessions.get(to)
+        if target is None or not isinstance(target, C2SProtocol):
+            return False
+        target.deliver_stanza(el)
+        return True
+
+    # -- Endpoint: what the core delivers -----------------------------------------------------
+
+    def deliver_stanza(self, el: ET.Element) -> None:
+        el.set("to", str(self.jid))
+        self.send_stanza(el)
+
+    def deliver_message(self, msg: Message) -> None:
+        assert self.jid is not None
+        self.send_stanza(message_stanza(msg, self.jid, self.ctx.domain))
+
+    def deliver_presence(self, sender: JID, presence: Presence | None) -> None:
+        assert self.jid is not None
+        self.send_stanza(presence_stanza(sender, self.jid, presence))
+
+    def deliver_subscription(self, sender: JID, kind: Kind) -> None:
+        assert self.jid is not None
+        el = ET.Element(C + "presence", {"from": str(sender), "to": str(self.jid.bare), "type": kind.value})
+        self.send_stanza(el)
+
+    def deliver_roster_push(self, item: RosterItem, removed: bool = False) -> None:
+        assert self.jid is not None
+        self._push_id += 1
+        iq = ET.Element(C + "iq", {"type": "set", "id": f"push{self._push_id}", "to": str(self.jid)})
+        q = sub(iq, "{jabber:iq:roster}query")
+        q.append(roster_item_element(item, removed))
+        self.send_stanza(iq)
+
+    def close(self, condition: str, text: str = "") -> None:
+        self.stream_error(condition, text)
+
+
+def _escape(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class C2SFactory(ServerFactory):
+    def __init__(self, ctx: C2SContext) -> None:
+        self.ctx = ctx
+
+    def buildProtocol(self, addr: Any) -> C2SProtocol:
+        p = C2SProtocol(self.ctx)
+        p.factory = self
+        return p
+

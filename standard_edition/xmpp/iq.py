@@ -1,0 +1,212 @@
+"""IQ requests the server answers itself: roster, disco, ping, version, legacy session.
+
+One handler per payload namespace; a request nobody handles gets `service-unavailable`
+(RFC 6120 §8.4), and a request to another user's bare address is answered on that account's
+behalf (RFC 6121 §8.5.2.1.3).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from standard_edition import __version__
+from standard_edition.core.jid import JID, InvalidJID, parse_jid
+from standard_edition.core.model import Undeliverable
+from standard_edition.xmpp.stanzas import (
+    NS_ROSTER,
+    C,
+    StanzaError,
+    error_reply,
+    roster_item_element,
+    sub,
+)
+
+if TYPE_CHECKING:
+    from standard_edition.xmpp.c2s import C2SProtocol
+
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+NS_PING = "urn:xmpp:ping"
+NS_VERSION = "jabber:iq:version"
+NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+NS_OFFLINE = "msgoffline"  # XEP-0160 §6 feature
+MAX_ROSTER_NAME = 1024
+MAX_GROUPS = 64
+
+Handler = Callable[["C2SProtocol", ET.Element, ET.Element, JID | None], ET.Element | None]
+
+
+class IqHandlers:
+    def __init__(self, domain: str, *, version: bool, offline: Callable[[], bool]) -> None:
+        self.domain = domain
+        self.version_enabled = version
+        self.offline_enabled = offline
+        self._server: dict[tuple[str, str], Handler] = {
+            (NS_DISCO_INFO, "query"): self._disco_info,
+            (NS_DISCO_ITEMS, "query"): self._disco_items,
+            (NS_PING, "ping"): self._ping,
+            (NS_SESSION, "session"): self._session,
+        }
+        if version:
+            self._server[(NS_VERSION, "query")] = self._version
+        self._account: dict[tuple[str, str], Handler] = {
+            (NS_ROSTER, "query"): self._roster,
+            (NS_DISCO_INFO, "query"): self._account_disco_info,
+            (NS_DISCO_ITEMS, "query"): self._account_disco_items,
+            (NS_PING, "ping"): self._ping,
+        }
+
+    def server_features(self) -> list[str]:
+        features = [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, "urn:xmpp:delay"]
+        if self.version_enabled:
+            features.append(NS_VERSION)
+        if self.offline_enabled():
+            features.append(NS_OFFLINE)
+        return sorted(features)
+
+    def handle(self, stream: C2SProtocol, iq: ET.Element, to: JID | None) -> ET.Element | None:
+        """Answer an iq get/set addressed to the server or to a bare account address."""
+        payload = list(iq)
+        if len(payload) != 1:
+            # RFC 6120 §8.2.3: a get or set carries exactly one payload
+            return error_reply(iq, "bad-request", "an iq get/set carries exactly one child")
+        child = payload[0]
+        ns, _, name = child.tag[1:].partition("}") if child.tag.startswith("{") else ("", "", child.tag)
+        assert stream.jid is not None
+        if to is None or to == stream.jid.bare:
+            table = self._account
+        elif to.local is None and to.domain == self.domain and to.resource is None:
+            table = self._server
+        elif to.domain == self.domain and to.resource is None:
+            return self._for_other_account(stream, iq, child, to, ns)
+        else:
+            return error_reply(iq, "remote-server-not-found", f"no route to {to.domain}")
+        handler = table.get((ns, name))
+        if handler is None:
+            return error_reply(iq, "service-unavailable")
+        try:
+            return handler(stream, iq, child, to)
+        except StanzaError as e:
+            return error_reply(iq, e.condition, e.text)
+        except Undeliverable as e:
+            return error_reply(iq, e.condition, e.text)
+
+    def _for_other_account(
+        self, stream: C2SProtocol, iq: ET.Element, child: ET.Element, to: JID, ns: str
+    ) -> ET.Element:
+        router = stream.ctx.router
+        user = router.local_user(to)
+        # RFC 6121 §8.5.1: an account that does not exist and one that does not share its
+        # presence look the same from outside
+        visible = user is not None and router.rosters.state(user, stream.jid.bare).has_from  # type: ignore[union-attr]
+        if visible and ns == NS_DISCO_INFO and iq.get("type") == "get":
+            reply = _result(iq)
+            q = sub(reply, "{" + NS_DISCO_INFO + "}query")
+            sub(q, "{" + NS_DISCO_INFO + "}identity", {"category": "account", "type": "registered"})
+            return reply
+        return error_reply(iq, "service-unavailable")
+
+    # -- server ------------------------------------------------------------------------------
+
+    def _disco_info(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+        if iq.get("type") != "get":
+            raise StanzaError("bad-request", "disco#info is a get")
+        if q.get("node"):
+            raise StanzaError("item-not-found", "no such node")
+        reply = _result(iq)
+        out = sub(reply, "{" + NS_DISCO_INFO + "}query")
+        sub(out, "{" + NS_DISCO_INFO + "}identity", {"category": "server", "type": "im", "name": "SE Appliance"})
+        for f in self.server_features():
+            sub(out, "{" + NS_DISCO_INFO + "}feature", {"var": f})
+        return reply
+
+    def _disco_items(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+        if iq.get("type") != "get":
+            raise StanzaError("bad-request", "disco#items is a get")
+        if q.get("node"):
+            raise StanzaError("item-not-found", "no such node")
+        reply = _result(iq)
+        sub(reply, "{" + NS_DISCO_ITEMS + "}query")
+        return reply
+
+    def _ping(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+        if iq.get("type") != "get":
+            raise StanzaError("bad-request", "ping is a get")
+        return _result(iq)
+
+    def _session(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+        # RFC 3921 session establishment: a no-op kept for old clients (RFC 6121 Appendix E)
+        return _result(iq)
+
+    def _version(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+        if iq.get("type") != "get":
+            raise StanzaError("bad-request", "version is a get")
+        reply = _result(iq)
+        out = sub(reply, "{" + NS_VERSION + "}query")
+        sub(out, "{" + NS_VERSION + "}name", text="SE Appliance")
+        sub(out, "{" + NS_VERSION + "}version", text=__version__)
+        return reply
+
+    # -- the user's own account --------------------------------------------------------------
+
+    def _account_disco_info(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+        if iq.get("type") != "get":
+            raise StanzaError("bad-request", "disco#info is a get")
+        reply = _result(iq)
+        out = sub(reply, "{" + NS_DISCO_INFO + "}query")
+        sub(out, "{" + NS_DISCO_INFO + "}identity", {"category": "account", "type": "registered"})
+        sub(out, "{" + NS_DISCO_INFO + "}feature", {"var": NS_DISCO_INFO})
+        return reply
+
+    def _account_disco_items(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+        if iq.get("type") != "get":
+            raise StanzaError("bad-request", "disco#items is a get")
+        reply = _result(iq)
+        sub(reply, "{" + NS_DISCO_ITEMS + "}query")
+        return reply
+
+    def _roster(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+        """RFC 6121 §2: roster get and set."""
+        router = stream.ctx.router
+        assert stream.jid is not None and stream.jid.local is not None
+        if iq.get("type") == "get":
+            reply = _result(iq)
+            out = sub(reply, "{" + NS_ROSTER + "}query")
+            for item in router.roster_requested(stream):
+                out.append(roster_item_element(item))
+            return reply
+        items = q.findall("{" + NS_ROSTER + "}item")
+        if len(items) != 1:
+            raise StanzaError("bad-request", "a roster set carries exactly one item")  # §2.3.3
+        item = items[0]
+        try:
+            contact = parse_jid(item.get("jid", ""))
+        except InvalidJID:
+            raise StanzaError("jid-malformed", "the item's jid is not valid") from None
+        if contact.resource is not None:
+            raise StanzaError("bad-request", "roster items are bare addresses")
+        if contact == stream.jid.bare:
+            raise StanzaError("not-allowed", "you cannot add yourself")
+        if item.get("subscription") == "remove":
+            router.roster_remove(stream.jid.local, contact)
+            return _result(iq)
+        name = item.get("name")
+        if name is not None and len(name) > MAX_ROSTER_NAME:
+            raise StanzaError("not-acceptable", "the name is too long")
+        groups = [(g.text or "").strip() for g in item.findall("{" + NS_ROSTER + "}group")]
+        if any(not g for g in groups) or len(set(groups)) != len(groups) or len(groups) > MAX_GROUPS:
+            # §2.3.3: empty or duplicate groups are refused
+            raise StanzaError("bad-request", "groups must be non-empty and distinct")
+        router.roster_set(stream.jid.local, contact, name or None, tuple(groups))
+        return _result(iq)
+
+
+def _result(iq: ET.Element) -> ET.Element:
+    reply = ET.Element(C + "iq", {"type": "result", "id": iq.get("id", "")})
+    if iq.get("from"):
+        reply.set("to", iq.get("from", ""))
+    if iq.get("to"):
+        reply.set("from", iq.get("to", ""))
+    return reply
