@@ -94,6 +94,7 @@ class C2SProtocol(Protocol):
         self.mechanism: sasl.Mechanism | None = None
         self.auth_attempts = 0
         self.auth_pending = False
+        self.restarted = False
         self.timeout: Any = None
         # Endpoint attributes, meaningful once a resource is bound
         self.jid: JID | None = None  # type: ignore[assignment]
@@ -159,8 +160,11 @@ class C2SProtocol(Protocol):
         except StreamError as e:
             self.stream_error(e.condition, e.text)
             return
+        self.restarted = False
         for ev in events:
-            if self.closing:
+            if self.closing or self.restarted:
+                # RFC 6120 §5.3.4: what followed <starttls/> in the same read was sent in the
+                # clear; after a stream restart it belongs to no stream at all
                 return
             try:
                 if isinstance(ev, StanzaReceived):
@@ -252,6 +256,7 @@ class C2SProtocol(Protocol):
         self.transport.startTLS(self.ctx.tls_options)
         self.secure = True
         self.parser.reset()  # RFC 6120 §5.4.3.3: a new stream over TLS
+        self.restarted = True
 
     def _before_auth(self, el: ET.Element) -> None:
         if el.tag == "{" + NS_TLS + "}starttls":
@@ -272,6 +277,7 @@ class C2SProtocol(Protocol):
                 decoy_secret=self.ctx.decoy_secret,
                 channel_binding=self._channel_binding(),
                 tls=True,
+                domain=self.ctx.domain,
             )
             if self.mechanism is None:
                 self._sasl_failure(sasl.Failure("invalid-mechanism"), delay=False)
@@ -324,6 +330,7 @@ class C2SProtocol(Protocol):
             payload = base64.b64encode(step.data).decode() if step.data else ""
             self.send(f"<success xmlns='{sasl.NS_SASL}'>{payload}</success>".encode())
             self.parser.reset()  # RFC 6120 §6.4.6: the client opens a new stream
+            self.restarted = True
         else:
             self.mechanism = None
             self._sasl_failure(step)
