@@ -114,12 +114,16 @@ def _bool(key: str, v: Any) -> bool:
 def _domain(key: str, v: Any) -> str:
     v = _str(key, v).strip().lower().rstrip(".")
     labels = v.split(".")
-    ok = bool(v) and len(v) <= 253 and all(
-        0 < len(lab) <= 63
-        and all(c.isalnum() or c == "-" for c in lab)
-        and not lab.startswith("-")
-        and not lab.endswith("-")
-        for lab in labels
+    ok = (
+        bool(v)
+        and len(v) <= 253
+        and all(
+            0 < len(lab) <= 63
+            and all(c.isalnum() or c == "-" for c in lab)
+            and not lab.startswith("-")
+            and not lab.endswith("-")
+            for lab in labels
+        )
     )
     if not ok:
         raise ConfigError(f"{key}: {v!r} is not a valid domain name")
@@ -245,7 +249,9 @@ def _build(raw: dict[str, Any], base: Path, source: str) -> Config:
     data_dir = path("data_dir") or base / "var"
     cert, key = path("tls.cert"), path("tls.key")
     if (cert is None) != (key is None):
-        raise ConfigError("tls.cert, tls.key: give both PEM paths, or neither for a self-signed pair")
+        raise ConfigError(
+            "tls.cert, tls.key: give both PEM paths, or neither for a self-signed pair"
+        )
     defaults = {"c2s": (), "c2s_tls": (), "sip": (), "sip_tls": (), "s2s": ()}
     listen = {k: v.get(f"listen.{k}", ()) for k in ("c2s", "c2s_tls", "sip", "sip_tls")}
     edge = {k: v.get(f"edge.{k}", defaults[k]) for k in ("c2s", "c2s_tls", "sip_tls", "s2s")}

@@ -9,9 +9,9 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import (
     FileLogObserver,
+    FilteringLogObserver,
     LogLevel,
     LogLevelFilterPredicate,
-    FilteringLogObserver,
     formatEventAsClassicLogText,
     globalLogBeginner,
 )

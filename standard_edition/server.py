@@ -67,9 +67,13 @@ class Server:
         yield rosters.load()
         yield offline.load()
         sessions = SessionRegistry()
-        router = Router(cfg.domain, accounts, rosters, sessions, offline, offline_enabled=cfg.im_offline)
+        router = Router(
+            cfg.domain, accounts, rosters, sessions, offline, offline_enabled=cfg.im_offline
+        )
         self.router = router
-        iq = IqHandlers(cfg.domain, version=cfg.xmpp_version, offline=lambda: router.offline_enabled)
+        iq = IqHandlers(
+            cfg.domain, version=cfg.xmpp_version, offline=lambda: router.offline_enabled
+        )
 
         def context(direct_tls: bool) -> C2SContext:
             ctx = C2SContext(
@@ -93,18 +97,28 @@ class Server:
             self._listen("c2s_tls", addr, C2SFactory(direct), tls_options)
         for key in ("sip", "sip_tls"):
             if cfg.listen[key]:
-                log.warn("listen.{key}: SIP/SIMPLE is not served by this release; not listening", key=key)
+                log.warn(
+                    "listen.{key}: SIP/SIMPLE is not served by this release; not listening", key=key
+                )
         for key, addrs in cfg.edge.items():
             if addrs:
-                log.warn("edge.{key}: the edge listener is not part of this release; not listening", key=key)
+                log.warn(
+                    "edge.{key}: the edge listener is not part of this release; not listening",
+                    key=key,
+                )
 
         admin = Admin(cfg, router, self.listeners)
         try:
             self.control_port = listen_control(self.reactor, cfg.control_socket, admin, log=log)
         except (OSError, CannotListenError) as e:
-            raise StartupError(f"data_dir: cannot open the control socket {cfg.control_socket}: {e}") from None
+            raise StartupError(
+                f"data_dir: cannot open the control socket {cfg.control_socket}: {e}"
+            ) from None
         log.info(
-            "serving {domain} for {n} users; data in {data}", domain=cfg.domain, n=n_users, data=cfg.data_dir
+            "serving {domain} for {n} users; data in {data}",
+            domain=cfg.domain,
+            n=n_users,
+            data=cfg.data_dir,
         )
         return self
 
@@ -120,7 +134,9 @@ class Server:
             if tls_options is None:
                 port = self.reactor.listenTCP(addr.port, factory, interface=host, backlog=1024)
             else:
-                port = self.reactor.listenSSL(addr.port, factory, tls_options, interface=host, backlog=1024)
+                port = self.reactor.listenSSL(
+                    addr.port, factory, tls_options, interface=host, backlog=1024
+                )
         except CannotListenError as e:
             raise StartupError(f"listen.{name}: cannot listen on {addr}: {e.socketError}") from None
         self.ports.append((name, port))

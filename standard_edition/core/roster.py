@@ -27,10 +27,19 @@ class Rosters:
         def keep(rows: list[dict[str, Any]]) -> int:
             for r in rows:
                 contact = parse_jid(r["contact"])
-                state = State(Sub(r["subscription"]), bool(r["ask"]), bool(r["pending_in"]),
-                              bool(r["approved"]))
-                item = RosterItem(contact, r["name"] or None, tuple(json.loads(r["groups"])),
-                                  state, bool(r["in_roster"]))
+                state = State(
+                    Sub(r["subscription"]),
+                    bool(r["ask"]),
+                    bool(r["pending_in"]),
+                    bool(r["approved"]),
+                )
+                item = RosterItem(
+                    contact,
+                    r["name"] or None,
+                    tuple(json.loads(r["groups"])),
+                    state,
+                    bool(r["in_roster"]),
+                )
                 self._items.setdefault(r["owner"], {})[contact] = item
             return len(rows)
 

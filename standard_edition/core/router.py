@@ -101,7 +101,9 @@ class Router:
         assert ep.jid.local is not None
         return self.rosters.items(ep.jid.local)
 
-    def roster_set(self, user: str, contact: JID, name: str | None, groups: tuple[str, ...]) -> None:
+    def roster_set(
+        self, user: str, contact: JID, name: str | None, groups: tuple[str, ...]
+    ) -> None:
         """RFC 6121 §2.3: add or update an item; subscription state is the server's to keep."""
         item = self.rosters.get(user, contact) or RosterItem(contact)
         self._store_item(user, replace(item, name=name, groups=groups, in_roster=True))
@@ -218,7 +220,7 @@ class Router:
         """RFC 6121 §4.6: presence sent to one address, outside the roster broadcast."""
         if presence is None:
             self._directed.get(ep.jid, set()).discard(to)
-        elif not (to.bare in self.rosters.subscribers(ep.jid.local or "")):
+        elif to.bare not in self.rosters.subscribers(ep.jid.local or ""):
             self._directed.setdefault(ep.jid, set()).add(to)
         self._deliver_presence_to_jid(to, ep.jid, presence)
 
@@ -232,7 +234,9 @@ class Router:
             for other in self.sessions.available(contact_user):
                 ep.deliver_presence(other.jid, other.presence)
 
-    def _broadcast(self, ep: Endpoint, presence: Presence | None, status: str | None = None) -> None:
+    def _broadcast(
+        self, ep: Endpoint, presence: Presence | None, status: str | None = None
+    ) -> None:
         user = ep.jid.local
         assert user is not None
         if presence is None and status:
@@ -303,7 +307,9 @@ class Router:
                 return succeed(None)
         if msg.type == "groupchat":
             raise Undeliverable("service-unavailable")
-        candidates = [e for e in self.sessions.available(user) if e.presence and e.presence.priority >= 0]
+        candidates = [
+            e for e in self.sessions.available(user) if e.presence and e.presence.priority >= 0
+        ]
         if candidates:
             if msg.type == "headline":
                 targets = candidates
@@ -332,7 +338,9 @@ class Router:
         self._replaying.add(user)
 
         def deliver(stored: list[tuple[int, Message]]) -> Deferred[None] | None:
-            targets = [e for e in self.sessions.available(user) if e.presence and e.presence.priority >= 0]
+            targets = [
+                e for e in self.sessions.available(user) if e.presence and e.presence.priority >= 0
+            ]
             if not targets or not stored:
                 return None
             for _, msg in stored:

@@ -1,7 +1,7 @@
 """XMPP client-to-server streams: the thin Twisted shell around the sans-I/O parts.
 
 The protocol frames bytes through `xml.StreamParser`, negotiates TLS, SASL and resource binding
-(RFC 6120 §5–§7), then hands each stanza to the core (messages, presence) or to the IQ handlers.
+(RFC 6120 §5 to §7), then hands each stanza to the core (messages, presence) or to the IQ handlers.
 It is also the core's `Endpoint` for the resource it bound.
 """
 
@@ -112,7 +112,7 @@ class C2SProtocol(Protocol):
         self.ctx.streams.add(self)
         self.timeout = self.ctx.reactor.callLater(AUTH_TIMEOUT, self._auth_timed_out)
 
-    def connectionLost(self, reason: failure.Failure = failure.Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: failure.Failure | None = None) -> None:
         self.ctx.streams.discard(self)
         self.closing = True
         if self.timeout is not None and self.timeout.active():
@@ -194,9 +194,8 @@ class C2SProtocol(Protocol):
 
     def _features(self) -> bytes:
         out = [FEATURES]
-        limits = (
-            f"<limits xmlns='{NS_LIMITS}'><max-bytes>{self.ctx.max_stanza_size}</max-bytes></limits>"
-        ).encode()
+        size = self.ctx.max_stanza_size
+        limits = f"<limits xmlns='{NS_LIMITS}'><max-bytes>{size}</max-bytes></limits>".encode()
         if not self.secure:
             # RFC 6120 §5.3.1: TLS is mandatory here, so nothing else is offered before it
             out.append(f"<starttls xmlns='{NS_TLS}'><required/></starttls>".encode())
@@ -511,13 +510,17 @@ class C2SProtocol(Protocol):
 
     def deliver_subscription(self, sender: JID, kind: Kind) -> None:
         assert self.jid is not None
-        el = ET.Element(C + "presence", {"from": str(sender), "to": str(self.jid.bare), "type": kind.value})
+        el = ET.Element(
+            C + "presence", {"from": str(sender), "to": str(self.jid.bare), "type": kind.value}
+        )
         self.send_stanza(el)
 
     def deliver_roster_push(self, item: RosterItem, removed: bool = False) -> None:
         assert self.jid is not None
         self._push_id += 1
-        iq = ET.Element(C + "iq", {"type": "set", "id": f"push{self._push_id}", "to": str(self.jid)})
+        iq = ET.Element(
+            C + "iq", {"type": "set", "id": f"push{self._push_id}", "to": str(self.jid)}
+        )
         q = sub(iq, "{jabber:iq:roster}query")
         q.append(roster_item_element(item, removed))
         self.send_stanza(iq)
@@ -538,4 +541,3 @@ class C2SFactory(ServerFactory):
         p = C2SProtocol(self.ctx)
         p.factory = self
         return p
-

@@ -73,7 +73,9 @@ class IqHandlers:
             # RFC 6120 §8.2.3: a get or set carries exactly one payload
             return error_reply(iq, "bad-request", "an iq get/set carries exactly one child")
         child = payload[0]
-        ns, _, name = child.tag[1:].partition("}") if child.tag.startswith("{") else ("", "", child.tag)
+        ns, _, name = (
+            child.tag[1:].partition("}") if child.tag.startswith("{") else ("", "", child.tag)
+        )
         assert stream.jid is not None
         if to is None or to == stream.jid.bare:
             table = self._account
@@ -110,19 +112,27 @@ class IqHandlers:
 
     # -- server ------------------------------------------------------------------------------
 
-    def _disco_info(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+    def _disco_info(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
         if iq.get("type") != "get":
             raise StanzaError("bad-request", "disco#info is a get")
         if q.get("node"):
             raise StanzaError("item-not-found", "no such node")
         reply = _result(iq)
         out = sub(reply, "{" + NS_DISCO_INFO + "}query")
-        sub(out, "{" + NS_DISCO_INFO + "}identity", {"category": "server", "type": "im", "name": "SE Appliance"})
+        sub(
+            out,
+            "{" + NS_DISCO_INFO + "}identity",
+            {"category": "server", "type": "im", "name": "SE Appliance"},
+        )
         for f in self.server_features():
             sub(out, "{" + NS_DISCO_INFO + "}feature", {"var": f})
         return reply
 
-    def _disco_items(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+    def _disco_items(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
         if iq.get("type") != "get":
             raise StanzaError("bad-request", "disco#items is a get")
         if q.get("node"):
@@ -131,16 +141,22 @@ class IqHandlers:
         sub(reply, "{" + NS_DISCO_ITEMS + "}query")
         return reply
 
-    def _ping(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+    def _ping(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
         if iq.get("type") != "get":
             raise StanzaError("bad-request", "ping is a get")
         return _result(iq)
 
-    def _session(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+    def _session(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
         # RFC 3921 session establishment: a no-op kept for old clients (RFC 6121 Appendix E)
         return _result(iq)
 
-    def _version(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+    def _version(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
         if iq.get("type") != "get":
             raise StanzaError("bad-request", "version is a get")
         reply = _result(iq)
@@ -151,7 +167,9 @@ class IqHandlers:
 
     # -- the user's own account --------------------------------------------------------------
 
-    def _account_disco_info(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+    def _account_disco_info(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
         if iq.get("type") != "get":
             raise StanzaError("bad-request", "disco#info is a get")
         reply = _result(iq)
@@ -160,14 +178,18 @@ class IqHandlers:
         sub(out, "{" + NS_DISCO_INFO + "}feature", {"var": NS_DISCO_INFO})
         return reply
 
-    def _account_disco_items(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+    def _account_disco_items(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
         if iq.get("type") != "get":
             raise StanzaError("bad-request", "disco#items is a get")
         reply = _result(iq)
         sub(reply, "{" + NS_DISCO_ITEMS + "}query")
         return reply
 
-    def _roster(self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None) -> ET.Element:
+    def _roster(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
         """RFC 6121 §2: roster get and set."""
         router = stream.ctx.router
         assert stream.jid is not None and stream.jid.local is not None
@@ -196,7 +218,11 @@ class IqHandlers:
         if name is not None and len(name) > MAX_ROSTER_NAME:
             raise StanzaError("not-acceptable", "the name is too long")
         groups = [(g.text or "").strip() for g in item.findall("{" + NS_ROSTER + "}group")]
-        if any(not g for g in groups) or len(set(groups)) != len(groups) or len(groups) > MAX_GROUPS:
+        if (
+            any(not g for g in groups)
+            or len(set(groups)) != len(groups)
+            or len(groups) > MAX_GROUPS
+        ):
             # §2.3.3: empty or duplicate groups are refused
             raise StanzaError("bad-request", "groups must be non-empty and distinct")
         router.roster_set(stream.jid.local, contact, name or None, tuple(groups))

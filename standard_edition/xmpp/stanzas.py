@@ -51,7 +51,9 @@ def element(tag: str, attrs: dict[str, str] | None = None, text: str | None = No
     return el
 
 
-def sub(parent: ET.Element, tag: str, attrs: dict[str, str] | None = None, text: str | None = None) -> ET.Element:
+def sub(
+    parent: ET.Element, tag: str, attrs: dict[str, str] | None = None, text: str | None = None
+) -> ET.Element:
     el = ET.SubElement(parent, tag, {k: v for k, v in (attrs or {}).items() if v is not None})
     if text is not None:
         el.text = text
@@ -62,7 +64,9 @@ def local_name(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
-def error_reply(stanza: ET.Element, condition: str, text: str = "", sender: str | None = None) -> ET.Element:
+def error_reply(
+    stanza: ET.Element, condition: str, text: str = "", sender: str | None = None
+) -> ET.Element:
     """RFC 6120 §8.3.1: the error goes back to the sender, from the address it was sent to."""
     kind = local_name(stanza.tag)
     reply = ET.Element(C + kind, {"type": "error"})
@@ -76,7 +80,12 @@ def error_reply(stanza: ET.Element, condition: str, text: str = "", sender: str 
     err = sub(reply, C + "error", {"type": ERROR_TYPES.get(condition, "cancel")})
     sub(err, "{" + NS_STANZAS + "}" + condition)
     if text:
-        sub(err, "{" + NS_STANZAS + "}text", {"{http://www.w3.org/XML/1998/namespace}lang": "en"}, text)
+        sub(
+            err,
+            "{" + NS_STANZAS + "}text",
+            {"{http://www.w3.org/XML/1998/namespace}lang": "en"},
+            text,
+        )
     return reply
 
 

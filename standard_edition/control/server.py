@@ -1,0 +1,396 @@
+"""The control socket: se-ctl's way into the running server.
+
+A unix stream socket at <data_dir>/control.sock, mode 0660, group se-appliance (DESIGN §9).
+Each line is one JSON request; each answer is one JSON line with the same id, written when the
+request completes, so answers to several requests on one connection may come in any order:
+
+    {"v": 1, "id": 7, "cmd": "user.add", "args": {"jid": "alice@example.test", ...}}
+    {"v": 1, "id": 7, "ok": true, "result": {...}}
+    {"v": 1, "id": 7, "ok": false, "error": {"code": "exists", "message": "one line"}}
+
+A command names a ControlAPI method with "." for "_" ("user.add" -> user_add); its args are the
+method's keyword arguments. Error codes made here (the API adds its own through ControlError):
+
+    bad-request          not a JSON object, or args that do not fit the method
+    unknown-command      cmd names no ControlAPI method
+    unsupported-version  "v" is not a version this server speaks
+    forbidden            the peer's uid/groups may not use the socket (then the server hangs up)
+    internal             the server failed; the details are in the server's log only
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import inspect
+import json
+import os
+import socket
+import stat
+import struct
+import types
+import typing
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from standard_edition.control.api import ControlAPI, ControlError
+
+VERSION = 1
+ADMIN_GROUP = "se-appliance"
+SOCKET_MODE = 0o660
+MAX_REQUEST = 1024 * 1024
+HANG_UP_GRACE = 5.0
+
+# the commands are exactly the methods the ControlAPI protocol declares, nothing else of the
+# implementing object is reachable from the socket
+COMMANDS: dict[str, str] = {
+    name.replace("_", "."): name
+    for name, member in vars(ControlAPI).items()
+    if not name.startswith("_") and inspect.isfunction(member)
+}
+
+
+class ControlSocketError(OSError):
+    """The control socket path is taken (a live server, or not a socket); str() is one line."""
+
+
+def listen_control(reactor: Any, path: Path, api: ControlAPI, *, log: Logger) -> IListeningPort:
+    """Listen on the control socket at path; stopListening() removes the socket file."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    _remove_stale(path)
+    factory = ControlFactory(reactor, api, log, admin_gid=_admin_gid())
+    # Twisted chmods right after bind; the 0750 data_dir and the peer check cover the moment between
+    port: IListeningPort = reactor.listenUNIX(str(path), factory, backlog=16, mode=SOCKET_MODE)
+    _set_group(path, factory.admin_gid, log)
+    log.info("control socket {path}", path=path)
+    return port
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove a socket left by a server that is gone; refuse if a live server still answers."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ControlSocketError(f"{path} exists and is not a socket; not replacing it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError as e:
+        if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise
+    else:
+        raise ControlSocketError("another se-appliance is running and answers on it")
+    finally:
+        probe.close()
+    path.unlink(missing_ok=True)
+
+
+def _admin_gid() -> int | None:
+    try:
+        return grp.getgrnam(ADMIN_GROUP).gr_gid
+    except KeyError:
+        return None
+
+
+def _set_group(path: Path, gid: int | None, log: Logger) -> None:
+    if gid is None or not (os.geteuid() == 0 or gid in os.getgroups()):
+        return
+    try:
+        os.chown(path, -1, gid)
+    except OSError as e:
+        log.warn(
+            "control socket {path}: cannot give it to group {group}: {error}",
+            path=path,
+            group=ADMIN_GROUP,
+            error=e.strerror,
+        )
+
+
+# -- who may connect ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: socket.socket) -> Peer:
+    """The connecting process as the kernel saw it at connect() (SO_PEERCRED, unix(7))."""
+    fmt = "3i"  # struct ucred: pid, uid, gid
+    pid, uid, gid = struct.unpack(
+        fmt, sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(fmt))
+    )
+    return Peer(pid, uid, gid)
+
+
+def peer_groups(peer: Peer) -> frozenset[int]:
+    """The peer's primary and supplementary groups: its /proc status, else the group database."""
+    groups = {peer.gid}
+    try:
+        with open(f"/proc/{peer.pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    groups.update(int(g) for g in line.split()[1:])
+                    break
+    except (OSError, ValueError):
+        pass
+    return frozenset(groups)
+
+
+def peer_allowed(
+    uid: int,
+    groups: Collection[int],
+    *,
+    server_uid: int,
+    admin_gid: int | None,
+    admin_members: Collection[str] = (),
+    user_name: str | None = None,
+) -> bool:
+    """Root, the server's own user, and members of group se-appliance (DESIGN §9)."""
+    if uid in (0, server_uid):
+        return True
+    if admin_gid is None:
+        return False
+    return admin_gid in groups or (user_name is not None and user_name in admin_members)
+
+
+def _user_name(uid: int) -> str | None:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def _admin_members(gid: int | None) -> tuple[str, ...]:
+    if gid is None:
+        return ()
+    try:
+        return tuple(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return ()
+
+
+# -- requests ----------------------------------------------------------------------------------
+
+
+def handle_request(api: ControlAPI, line: bytes, log: Logger, who: str = "") -> Deferred[bytes]:
+    """One request line in, one response line (without the newline) out, never failing."""
+    rid: Any = None
+    try:
+        req = json.loads(line)
+    except (ValueError, UnicodeDecodeError):
+        return _done(_error(None, "bad-request", "the request is not valid JSON"))
+    if not isinstance(req, dict):
+        return _done(_error(None, "bad-request", "the request is not a JSON object"))
+    rid = req.get("id")
+    if isinstance(rid, bool) or not (rid is None or isinstance(rid, (int, str))):
+        return _done(_error(None, "bad-request", '"id" must be a number or a string'))
+    if req.get("v") != VERSION or isinstance(req.get("v"), bool):
+        return _done(
+            _error(
+                rid,
+                "unsupported-version",
+                f"protocol version {req.get('v')!r} is not supported; this server "
+                f"speaks {VERSION} (is se-ctl from the same release?)",
+            )
+        )
+    cmd, args = req.get("cmd"), req.get("args", {})
+    if not isinstance(cmd, str):
+        return _done(_error(rid, "bad-request", '"cmd" must be a string'))
+    name = COMMANDS.get(cmd)
+    if name is None:
+        return _done(_error(rid, "unknown-command", f"unknown command {_short(cmd)!r}"))
+    if not isinstance(args, dict):
+        return _done(_error(rid, "bad-request", f'{cmd}: "args" must be a JSON object'))
+    method: Callable[..., Any] = getattr(api, name)
+    try:
+        inspect.signature(method).bind(**args)
+    except TypeError as e:
+        return _done(_error(rid, "bad-request", f"{cmd}: {e}"))
+    wrong = _wrong_types(name, args)
+    if wrong:
+        return _done(_error(rid, "bad-request", f"{cmd}: {wrong}"))
+
+    # never log args: they may hold a password
+    log.info("control: {cmd}{who}", cmd=cmd, who=who)
+    d = maybeDeferred(method, **args)
+    d.addCallback(lambda result: _encode({"v": VERSION, "id": rid, "ok": True, "result": result}))
+
+    def failed(f: Failure) -> bytes:
+        if f.check(ControlError):
+            e: ControlError = f.value  # type: ignore[assignment]
+            return _error(rid, e.code, e.message)
+        log.failure("control: {cmd} failed", failure=f, cmd=cmd)
+        return _error(rid, "internal", f"{cmd} failed inside the server; its log says why")
+
+    d.addErrback(failed)
+    return d
+
+
+def _wrong_types(name: str, args: dict[str, Any]) -> str | None:
+    """The first argument whose JSON type the ControlAPI signature does not accept."""
+    try:
+        hints = typing.get_type_hints(getattr(ControlAPI, name))
+    except Exception:  # an annotation that cannot be resolved: leave the check to the method
+        return None
+    for arg, value in args.items():
+        hint = hints.get(arg)
+        if hint is None:
+            continue
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        if not all(isinstance(t, type) for t in allowed):
+            continue
+        ok = any(
+            (value is None)
+            if t is type(None)
+            else isinstance(value, t) and not (isinstance(value, bool) and t is not bool)
+            for t in allowed
+        )
+        if not ok:
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            return f"{arg} must be {want}, not {type(value).__name__}"
+    return None
+
+
+def _done(line: bytes) -> Deferred[bytes]:
+    d: Deferred[bytes] = Deferred()
+    d.callback(line)
+    return d
+
+
+def _error(rid: Any, code: str, message: str) -> bytes:
+    one_line = " ".join(str(message).split())
+    return _encode(
+        {"v": VERSION, "id": rid, "ok": False, "error": {"code": code, "message": one_line}}
+    )
+
+
+def _encode(response: dict[str, Any]) -> bytes:
+    # a result that is not JSON-able is a server bug: fail into the "internal" errback
+    return json.dumps(response, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _short(s: str, n: int = 40) -> str:
+    return s if len(s) <= n else s[:n] + "…"
+
+
+# -- the Twisted shell -------------------------------------------------------------------------
+
+
+class ControlProtocol(LineReceiver):
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_REQUEST
+
+    def __init__(self, factory: ControlFactory) -> None:
+        self.factory = factory
+        self.allowed = False
+        self.open = True
+        self.hanging_up: IDelayedCall | None = None
+        self.who = ""
+
+    def connectionMade(self) -> None:
+        f = self.factory
+        try:
+            peer = peer_credentials(self.transport.getHandle())  # type: ignore[attr-defined]
+        except OSError as e:
+            f.log.warn("control: cannot read the peer's credentials: {error}", error=e)
+            self._refuse("cannot tell who is connecting")
+            return
+        self.who = f" (uid {peer.uid}, pid {peer.pid})"
+        if peer_allowed(
+            peer.uid,
+            peer_groups(peer),
+            server_uid=f.server_uid,
+            admin_gid=f.admin_gid,
+            admin_members=_admin_members(f.admin_gid),
+            user_name=_user_name(peer.uid),
+        ):
+            self.allowed = True
+            return
+        f.log.warn(
+            "control: refused uid {uid} (pid {pid}): not root and not in group {group}",
+            uid=peer.uid,
+            pid=peer.pid,
+            group=ADMIN_GROUP,
+        )
+        self._refuse(
+            f"permission denied: uid {peer.uid} is not root and not in group {ADMIN_GROUP}"
+        )
+
+    def _refuse(self, message: str) -> None:
+        self._hang_up(_error(None, "forbidden", message))
+
+    def _hang_up(self, last: bytes) -> None:
+        """Send a last answer, then close so that the client reads it.
+
+        Closing with the client's request still unread would reset the connection and lose the
+        answer, so only our side is shut; what the client still sends is read and dropped until
+        it closes, or for HANG_UP_GRACE seconds at most.
+        """
+        self.allowed = False
+        if not self.open or self.hanging_up is not None:
+            return
+        self.transport.write(last + b"\n")  # type: ignore[union-attr]
+        self.transport.loseWriteConnection()  # type: ignore[union-attr]
+        self.hanging_up = self.factory.reactor.callLater(
+            HANG_UP_GRACE,
+            self.transport.abortConnection,  # type: ignore[union-attr]
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.hanging_up is None:
+            super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self.allowed:
+            return
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            return
+        handle_request(self.factory.api, line, self.factory.log, self.who).addCallback(self._send)
+
+    def _send(self, response: bytes) -> None:
+        # a client that hung up before its answer was ready simply does not get it
+        if self.open:
+            self.transport.write(response + b"\n")  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.open = False
+        if self.hanging_up is not None and self.hanging_up.active():
+            self.hanging_up.cancel()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.clearLineBuffer()
+        self._hang_up(_error(None, "bad-request", f"request longer than {MAX_REQUEST} bytes"))
+
+
+class ControlFactory(Factory):
+    noisy = False
+
+    def __init__(
+        self, reactor: IReactorTime, api: ControlAPI, log: Logger, *, admin_gid: int | None
+    ) -> None:
+        self.reactor = reactor
+        self.api = api
+        self.log = log
+        self.admin_gid = admin_gid
+        self.server_uid = os.geteuid()
+
+    def buildProtocol(self, addr: Any) -> ControlProtocol:
+        return ControlProtocol(self)
