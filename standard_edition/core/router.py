@@ -296,8 +296,8 @@ class Router:
             raise Undeliverable("service-unavailable")
         if msg.to.resource is not None:
             target = self.sessions.get(msg.to)
-            if target is not None and target.presence is not None:
-                # §8.5.3.1: an available resource gets the message whatever its priority
+            if target is not None:
+                # §8.5.3.1: a connected resource gets the message whatever its presence
                 target.deliver_message(msg)
                 return succeed(None)
             if msg.type in ("groupchat", "headline", "error"):

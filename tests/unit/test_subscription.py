@@ -56,7 +56,11 @@ def test_outbound_transition_matches_appendix_a2(kind: Kind, i: int) -> None:
         # approving a request that has not arrived is a pre-approval (§3.4), nothing else changes
         assert got == State(before.sub, before.pending_out, before.pending_in, approved=True)
     else:
-        assert (got.sub, got.pending_out, got.pending_in) == (want.sub, want.pending_out, want.pending_in)
+        assert (got.sub, got.pending_out, got.pending_in) == (
+            want.sub,
+            want.pending_out,
+            want.pending_in,
+        )
 
 
 @pytest.mark.parametrize("kind", list(Kind))
