@@ -50,7 +50,11 @@ class Server:
         try:
             cert, key = yield self.reactor_thread(tls.ensure_certificate, cfg, log)
             tls_options = tls.server_tls_options(cert, key)
-            end_point = tls.server_end_point_hash(tls.certificate_der(cert))
+            try:
+                end_point: bytes | None = tls.server_end_point_hash(tls.certificate_der(cert))
+            except ValueError:
+                # RFC 5929 §4.1 defines no hash for e.g. Ed25519 certificates
+                end_point = None
         except ConfigError as e:
             raise StartupError(str(e)) from None
         try:

@@ -141,7 +141,8 @@ class Router:
             # §3.1.2: a request creates the roster item; so does approving (§3.1.5)
             item = RosterItem(contact, in_roster=kind in (Kind.SUBSCRIBE, Kind.SUBSCRIBED))
         new_item = replace(item, state=result.state)
-        if kind is Kind.SUBSCRIBE:
+        if kind is Kind.SUBSCRIBE or (kind is Kind.SUBSCRIBED and result.route):
+            # §3.1.2 / §3.1.5: asking, or approving a request, puts the contact in the roster
             new_item = replace(new_item, in_roster=True)
         self._store_item(user, new_item)
         if not result.route:

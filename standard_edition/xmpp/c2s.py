@@ -73,7 +73,7 @@ class C2SContext:
     router: Router
     domain: str
     tls_options: Any  # twisted CertificateOptions
-    server_end_point: bytes  # RFC 5929 hash of our certificate
+    server_end_point: bytes | None  # RFC 5929 hash of our certificate, when defined
     decoy_secret: bytes
     max_stanza_size: int
     iq: IqHandlers
@@ -222,7 +222,9 @@ class C2SProtocol(Protocol):
         conn = self._tls_connection()
         if conn is None:
             return sasl.ChannelBinding({})
-        data = {"tls-server-end-point": self.ctx.server_end_point}
+        data: dict[str, bytes] = {}
+        if self.ctx.server_end_point is not None:
+            data["tls-server-end-point"] = self.ctx.server_end_point
         # RFC 9266 §3: tls-exporter is defined for TLS 1.3 only
         if conn.get_protocol_version_name() == "TLSv1.3":
             try:
