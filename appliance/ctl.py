@@ -14,10 +14,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from appliance.control_client import ControlClient, ControlClientError
 from standard_edition import __version__, config
+from standard_edition.presence.model import STATE_NAMES
 
 PROG = "se-ctl"
 
@@ -40,6 +42,11 @@ EXAMPLES = {
     "user enable": "se-ctl user enable alice@example.test",
     "status": "se-ctl status\n  se-ctl --config /etc/se-appliance/config.toml status --json",
     "sessions": "se-ctl sessions",
+    "presence": "se-ctl presence alice@example.test --json",
+    "presence set": "se-ctl presence set alice@example.test --state in-a-meeting --until 11:00\n"
+    "  se-ctl presence set alice@example.test --note 'At the Lisbon office' --privacy on",
+    "presence clear": "se-ctl presence clear alice@example.test",
+    "presence level": "se-ctl presence level alice@example.test bob@example.test workgroup",
 }
 
 
@@ -100,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
         users, "disable", "user disable", "stop an account logging in; ends its sessions", jid=True
     )
     leaf(users, "enable", "user enable", "let a disabled account log in again", jid=True)
+    pres = commands.add_parser(
+        "presence",
+        help="show or set a user's presence, notes, privacy and access levels",
+        description="Show a user's aggregated presence (se-ctl presence JID), or change it.",
+        epilog=_epilog(*(n for n in EXAMPLES if n.startswith("presence"))),
+        formatter_class=fmt,
+    )
+    pres.add_argument("jid", metavar="JID|ACTION", help="the account, or set / clear / level")
+    pres.add_argument("rest", nargs="*", metavar="ARG", help="the account (and contact, level)")
+    pres.add_argument("--state", help="a state set by hand: " + ", ".join(sorted(STATE_NAMES)))
+    pres.add_argument("--until", help="when the state ends: HH:MM today (or tomorrow), or ISO 8601")
+    pres.add_argument("--note", help="the personal note ('' clears it)")
+    pres.add_argument("--oof-note", help="the out-of-office note ('' clears it)")
+    pres.add_argument("--privacy", choices=("on", "off"), help="privacy mode")
+    pres.add_argument("--json", action="store_true", help="print the result as JSON")
+    pres.set_defaults(command="presence", parser=pres)
     leaf(commands, "status", "status", "show the server's version, uptime, listeners, counts")
     leaf(commands, "sessions", "sessions", "list the sessions signed in now")
     return parser
@@ -288,6 +311,82 @@ def _disabled(a: argparse.Namespace, r: Any) -> str:
     return f"disabled {_jid_of(a, r)}{closed}"
 
 
+def parse_until(text: str, now: datetime | None = None) -> float:
+    """HH:MM (today, or tomorrow when already past) or an ISO 8601 date-time, local time."""
+    now = now or datetime.now().astimezone()
+    try:
+        if len(text) <= 5 and ":" in text:
+            hh, mm = (int(x) for x in text.split(":"))
+            at = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+            if at <= now:
+                at += timedelta(days=1)
+            return at.timestamp()
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"--until {text!r}: give HH:MM or an ISO 8601 date-time") from None
+    if at.tzinfo is None:
+        at = at.astimezone()
+    return at.timestamp()
+
+
+def _presence(a: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    action, rest = a.jid, a.rest
+    setting = any(v is not None for v in (a.state, a.until, a.note, a.oof_note, a.privacy))
+    if action in ("set", "clear", "level"):
+        want = 3 if action == "level" else 1
+        if len(rest) != want:
+            usage = "JID CONTACT LEVEL" if action == "level" else "JID"
+            a.parser.error(f"presence {action} takes {usage}")
+    elif rest or setting:
+        a.parser.error("to change presence: se-ctl presence set JID --state ... (see --help)")
+    if action == "clear":
+        return "presence.clear", {"jid": check_jid(rest[0])}
+    if action == "level":
+        return "presence.level", {"jid": check_jid(rest[0]), "contact": rest[1], "level": rest[2]}
+    if action == "set":
+        if not setting:
+            a.parser.error("presence set needs --state, --note, --oof-note or --privacy")
+        args: dict[str, Any] = {"jid": check_jid(rest[0])}
+        if a.state is not None:
+            args["state"] = a.state
+        if a.until is not None:
+            args["until"] = parse_until(a.until)
+        if a.note is not None:
+            args["note"] = a.note
+        if a.oof_note is not None:
+            args["oof_note"] = a.oof_note
+        if a.privacy is not None:
+            args["privacy"] = a.privacy == "on"
+        return "presence.set", args
+    return "presence.show", {"jid": check_jid(action)}
+
+
+def _show_presence(a: argparse.Namespace, r: Any) -> str:
+    if "availability" not in r:
+        return f"{r['jid']}: {r['contact']} is now {r['level']}"
+    av = r["availability"]
+    lines = [f"{r['jid']}: {av['label']} ({av['code']}, from {r['source']})"]
+    if r.get("note"):
+        lines.append(f"  note: {r['note']}")
+    if r.get("oof_note"):
+        lines.append(f"  out of office: {r['oof_note']}")
+    m = r.get("manual")
+    if m:
+        until = f" until {m['until']}" if m.get("until") else ""
+        lines.append(f"  set by hand: {m['code']} {m.get('activity') or ''}{until}".rstrip())
+    for ep in r.get("endpoints", []):
+        idle = f", idle since {ep['idle_since']}" if ep.get("idle_since") else ""
+        lines.append(f"  {ep['endpoint']} ({ep['protocol']}): {ep['state']} {ep['code']}{idle}")
+    for b in r.get("calendar", []):
+        lines.append(f"  calendar: {b['activity']} {b['start']} - {b['end']}")
+    lines.append(f"  privacy mode: {'on' if r.get('privacy') else 'off'}")
+    if r.get("blocked"):
+        lines.append("  blocked: " + ", ".join(r["blocked"]))
+    for contact, level in r.get("levels", {}).items():
+        lines.append(f"  {contact}: {level}")
+    return "\n".join(lines)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], tuple[str, dict[str, Any]]], Human]] = {
     "user add": (_user_add, lambda a, r: f"added {_jid_of(a, r)}"),
     "user list": (_no_args("user.list"), _show_list),
@@ -298,6 +397,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], tuple[str, dict[str, An
     "user enable": (_with_jid("user.enable"), lambda a, r: f"enabled {_jid_of(a, r)}"),
     "status": (_no_args("status"), _show_mapping),
     "sessions": (_no_args("sessions"), _show_sessions),
+    "presence": (_presence, _show_presence),
 }
 
 

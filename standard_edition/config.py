@@ -50,6 +50,7 @@ class Config:
     archive_mode: str = "off"
     max_stanza_size: int = 262_144
     xmpp_version: bool = False
+    privacy_default: bool = False
 
     @property
     def control_socket(self) -> Path:
@@ -214,6 +215,7 @@ SCHEMA: dict[str, Check | dict[str, Check]] = {
     "im": {"offline": _bool},
     "archive": {"mode": _choice("off", "all", "users")},
     "xmpp": {"max_stanza_size": _stanza_size, "version": _bool},
+    "presence": {"privacy": _bool},
 }
 
 
@@ -272,4 +274,5 @@ def _build(raw: dict[str, Any], base: Path, source: str) -> Config:
         archive_mode=v.get("archive.mode", "off"),
         max_stanza_size=v.get("xmpp.max_stanza_size", 262_144),
         xmpp_version=v.get("xmpp.version", False),
+        privacy_default=v.get("presence.privacy", False),
     )

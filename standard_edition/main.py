@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
 import sys
 from typing import Any
 
@@ -76,10 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             exit_code[0] = 1
             reactor.stop()  # type: ignore[attr-defined]
             return
+        reactor.addSystemEventTrigger("before", "shutdown", _sd_notify, "STOPPING=1")  # type: ignore[attr-defined]
         reactor.addSystemEventTrigger("before", "shutdown", server.stop)  # type: ignore[attr-defined]
         _banner(cfg, server)
+        _sd_notify(f"READY=1\nSTATUS=serving {cfg.domain}")
 
     reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    _reload_on_sighup(reactor, server)
     reactor.run()  # type: ignore[attr-defined]
     return exit_code[0]
 
@@ -92,6 +98,37 @@ def _banner(cfg: config.Config, server: Any) -> None:
     ctl = "se-ctl" + (f" --config {cfg.source}" if cfg.source != "embedded default" else "")
     lines.append(f"  add a user: {ctl} user add alice@{cfg.domain}")
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _reload_on_sighup(reactor: Any, server: Any) -> None:
+    """SIGHUP (systemctl reload) calls server.reload() on the reactor thread."""
+    from twisted.logger import Logger
+
+    log = Logger(namespace="se")
+
+    def reload() -> None:
+        _sd_notify("RELOADING=1")
+        d = defer.maybeDeferred(server.reload)
+        d.addErrback(lambda f: log.failure("reload failed; the server runs on as before", f))
+        d.addBoth(lambda _: _sd_notify("READY=1"))
+
+    # the handler only hands over: callFromThread is safe to call from a signal handler
+    signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(reload))
+
+
+def _sd_notify(state: str) -> None:
+    """Tell systemd how the service is doing (Type=notify, sd_notify(3)); no-op outside it."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(address)
+            s.sendall(state.encode())
+    except OSError as e:
+        print(f"se-appliance: cannot notify systemd at {address!r}: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from standard_edition import tls
-from standard_edition.config import Address, Config, ConfigError
+from standard_edition.config import Address, Config, ConfigError, load
 from standard_edition.control.server import listen_control
 from standard_edition.core.accounts import Accounts
 from standard_edition.core.admin import Admin
@@ -19,6 +25,7 @@ from standard_edition.core.offline import OfflineStore
 from standard_edition.core.roster import Rosters
 from standard_edition.core.router import Router
 from standard_edition.core.sessions import SessionRegistry
+from standard_edition.presence.service import PresenceService
 from standard_edition.store.database import Database
 from standard_edition.xmpp.c2s import C2SContext, C2SFactory
 from standard_edition.xmpp.iq import IqHandlers
@@ -39,6 +46,7 @@ class Server:
         self.control_port: Any = None
         self.c2s_contexts: list[C2SContext] = []
         self.router: Router | None = None
+        self.tls_options: CurrentTLSOptions | None = None
 
     @defer.inlineCallbacks
     def start(self):  # type: ignore[no-untyped-def]
@@ -49,7 +57,8 @@ class Server:
             raise StartupError(f"data_dir: cannot create {cfg.data_dir}: {e.strerror}") from None
         try:
             cert, key = yield self.reactor_thread(tls.ensure_certificate, cfg, log)
-            tls_options = tls.server_tls_options(cert, key)
+            # one swappable object for every listener, so that reload() reaches them all
+            tls_options = self.tls_options = CurrentTLSOptions(cert, key)
             try:
                 end_point: bytes | None = tls.server_end_point_hash(tls.certificate_der(cert))
             except ValueError:
@@ -70,9 +79,17 @@ class Server:
         n_users = yield accounts.load()
         yield rosters.load()
         yield offline.load()
+        presence = PresenceService(self.reactor, self.db, cfg.domain, cfg.privacy_default)
+        yield presence.load()
         sessions = SessionRegistry()
         router = Router(
-            cfg.domain, accounts, rosters, sessions, offline, offline_enabled=cfg.im_offline
+            cfg.domain,
+            accounts,
+            rosters,
+            sessions,
+            offline,
+            presence,
+            offline_enabled=cfg.im_offline,
         )
         self.router = router
         iq = IqHandlers(
@@ -167,6 +184,62 @@ class Server:
         yield self.db.close()
         log.info("stopped")
 
+    @defer.inlineCallbacks
+    def reload(self):  # type: ignore[no-untyped-def]
+        """SIGHUP: read the certificate again, and tls.cert/tls.key from the config file.
+
+        New connections get the new certificate, open ones keep theirs. No other setting
+        changes at run time yet; changed ones are logged as waiting for a restart. A file that
+        cannot be used is logged and the running configuration and certificate stay.
+        """
+        current = self.tls_options
+        if current is None:
+            log.warn("reload: the server has not started yet; nothing to reload")
+            return
+        cfg = self.cfg
+        if cfg.source != "embedded default":
+            try:
+                new = yield self.reactor_thread(load, Path(cfg.source))
+            except ConfigError as e:
+                log.error("reload: {error}; nothing reloaded", error=e)
+                return
+            runtime = ("source", "tls_cert", "tls_key")
+            waiting = [
+                f.name
+                for f in fields(cfg)
+                if f.name not in runtime and getattr(new, f.name) != getattr(cfg, f.name)
+            ]
+            if waiting:
+                log.warn(
+                    "reload: changed in {source}, applied only at the next restart: {keys}",
+                    keys=", ".join(waiting),
+                    source=cfg.source,
+                )
+            cfg = replace(cfg, tls_cert=new.tls_cert, tls_key=new.tls_key)
+        try:
+            cert, key = yield self.reactor_thread(tls.ensure_certificate, cfg, log)
+            changed = current.load(cert, key)
+        except ConfigError as e:
+            log.error("reload: {error}; keeping the certificate in use", error=e)
+            return
+        self.cfg = cfg
+        try:
+            end_point: bytes | None = tls.server_end_point_hash(current.der)
+        except ValueError:
+            end_point = None  # RFC 5929 §4.1: undefined for e.g. Ed25519 certificates
+        for ctx in self.c2s_contexts:
+            ctx.server_end_point = end_point
+        if changed:
+            log.info(
+                "reload: certificate {path} (SHA-256 {fingerprint}) serves new connections; "
+                "open ones keep the previous one",
+                path=cert,
+                fingerprint=current.fingerprint,
+            )
+        else:
+            log.info("reload: certificate {path} unchanged", path=cert)
+        log.info("reload: done; the certificate is the only setting that changes at run time")
+
 
 def _sleep(reactor: Any, seconds: float) -> defer.Deferred[None]:
     d: defer.Deferred[None] = defer.Deferred()
@@ -182,3 +255,37 @@ def _decoy_secret(db: sqlite_utils.Database) -> bytes:
     value = secrets.token_bytes(32)
     db["settings"].insert({"key": "decoy_secret", "value": value.hex()})
     return value
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class CurrentTLSOptions:
+    """The certificate in force, for every TLS listener and STARTTLS alike.
+
+    Twisted asks it for each new TLS connection, so load() changes the certificate of new
+    connections without listening again; connections already open keep theirs.
+    """
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.load(cert, key)
+
+    def load(self, cert: Path, key: Path) -> bool:
+        """Serve this pair from now on; True if the certificate differs from the one before."""
+        options = tls.server_tls_options(cert, key)
+        options.getContext()  # a pair OpenSSL refuses fails here, not at the next handshake
+        der = tls.certificate_der(cert)
+        changed = der != getattr(self, "der", None)
+        self.options, self.der = options, der
+        return changed
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.der).hexdigest()
+
+    def serverConnectionForTLS(self, protocol: Any) -> SSL.Connection:
+        options = self.options
+        if IOpenSSLServerConnectionCreator.providedBy(options):
+            return options.serverConnectionForTLS(protocol)  # type: ignore[no-any-return]
+        return SSL.Connection(options.getContext(), None)  # Twisted before 25: no such method
+
+    def getContext(self) -> SSL.Context:
+        return self.options.getContext()

@@ -53,3 +53,26 @@ class ControlAPI(Protocol):
 
     # "sessions" {} -> [{"jid", "protocol", "address", "since", "tls", "priority", "show"}]
     def sessions(self) -> Result: ...
+
+    # "presence.show" {"jid"} -> {"jid", "availability": {"code", "band", "label", "activity"},
+    #   "source", "note", "oof_note", "manual", "calendar", "endpoints": [...], "privacy", ...}
+    def presence_show(self, jid: str) -> Result: ...
+
+    # "presence.set" {"jid", "state"?, "until"? (epoch seconds), "note"?, "oof_note"?,
+    #   "privacy"?} -> the new presence.show; state is a band or activity name (STATE_NAMES)
+    def presence_set(
+        self,
+        jid: str,
+        state: str | None = None,
+        until: float | int | None = None,
+        note: str | None = None,
+        oof_note: str | None = None,
+        privacy: bool | None = None,
+    ) -> Result: ...
+
+    # "presence.clear" {"jid"} -> presence.show after the manual state ends
+    def presence_clear(self, jid: str) -> Result: ...
+
+    # "presence.level" {"jid", "contact", "level"} -> {"jid", "contact", "level"};
+    # level: blocked | external | colleagues | workgroup | friends-and-family | default
+    def presence_level(self, jid: str, contact: str, level: str) -> Result: ...

@@ -15,6 +15,9 @@ from standard_edition.control.api import ControlError
 from standard_edition.core.accounts import Account, AccountError, Accounts
 from standard_edition.core.jid import InvalidJID, parse_jid, prepare_username
 from standard_edition.core.router import Router
+from standard_edition.presence.access import LEVEL_NAMES, Level
+from standard_edition.presence.aggregate import effective_code
+from standard_edition.presence.model import LABELS, MAX_NOTE, STATE_NAMES, Manual, band
 
 
 class Admin:
@@ -128,6 +131,124 @@ class Admin:
             return f
 
         return d.addErrback(translate)
+
+    # -- presence ----------------------------------------------------------------------------
+
+    def presence_show(self, jid: str) -> dict[str, Any]:
+        acct = self._account(jid)
+        ps = self.router.presence
+        agg = ps.aggregate(acct.username)
+        d = ps.details(acct.username)
+        now = ps.now()
+        manual = d["manual"]
+        endpoints = []
+        for ep in self.router.sessions.of_user(acct.username):
+            state = d["endpoints"].get(ep.jid.resource)
+            if state is None:
+                continue
+            code = effective_code(state, now)
+            endpoints.append(
+                {
+                    "endpoint": str(ep.jid),
+                    "protocol": ep.protocol,
+                    "published": state.code,
+                    "idle_since": _iso(state.idle_since) if state.idle_since else None,
+                    "code": code,
+                    "state": LABELS[band(code)],
+                }
+            )
+        return {
+            "jid": self._jid(acct.username),
+            "availability": {
+                "code": agg.code,
+                "band": agg.band.value,
+                "label": agg.label,
+                "activity": agg.activity.value if agg.activity else None,
+            },
+            "source": agg.source,
+            "note": agg.note,
+            "oof_note": agg.oof_note,
+            "manual": None
+            if manual is None
+            else {
+                "code": manual.code,
+                "activity": manual.activity.value if manual.activity else None,
+                "until": _iso(manual.until) if manual.until else None,
+                "in_force": manual.active(now),
+            },
+            "calendar": [
+                {"activity": b.activity.value, "start": _iso(b.start), "end": _iso(b.end)}
+                for b in d["calendar"]
+                if b.end > now
+            ],
+            "endpoints": endpoints,
+            "privacy": d["privacy"],
+            "blocked": d["blocked"],
+            "levels": {str(k): v.label for k, v in sorted(d["levels"].items(), key=str)},
+        }
+
+    @inlineCallbacks
+    def presence_set(  # type: ignore[no-untyped-def]
+        self,
+        jid: str,
+        state: str | None = None,
+        until: float | int | None = None,
+        note: str | None = None,
+        oof_note: str | None = None,
+        privacy: bool | None = None,
+    ):
+        acct = self._account(jid)
+        ps = self.router.presence
+        if state is None and until is not None:
+            raise ControlError("invalid", "--until needs --state")
+        for name, text in (("note", note), ("oof_note", oof_note)):
+            if text is not None and len(text) > MAX_NOTE:
+                raise ControlError("invalid", f"{name}: at most {MAX_NOTE} characters")
+        if state is not None:
+            if state not in STATE_NAMES:
+                names = ", ".join(sorted(STATE_NAMES))
+                raise ControlError("invalid", f"unknown state {state!r}; one of: {names}")
+            if until is not None and until <= ps.now():
+                raise ControlError("invalid", "--until is in the past")
+            code, activity = STATE_NAMES[state]
+            yield ps.set_manual(acct.username, Manual(code, activity, until))
+        if note is not None:
+            yield ps.set_note(acct.username, note or None)
+        if oof_note is not None:
+            yield ps.set_oof_note(acct.username, oof_note or None)
+        if privacy is not None:
+            yield ps.set_privacy(acct.username, privacy)
+        return self.presence_show(jid)
+
+    @inlineCallbacks
+    def presence_clear(self, jid: str):  # type: ignore[no-untyped-def]
+        acct = self._account(jid)
+        yield self.router.presence.set_manual(acct.username, None)
+        return self.presence_show(jid)
+
+    @inlineCallbacks
+    def presence_level(self, jid: str, contact: str, level: str):  # type: ignore[no-untyped-def]
+        acct = self._account(jid)
+        try:
+            other = parse_jid(contact).bare
+        except InvalidJID as e:
+            raise ControlError("invalid", f"{contact!r} is not a valid address: {e}") from None
+        if level == "default":
+            chosen = None
+        elif level in LEVEL_NAMES:
+            chosen = LEVEL_NAMES[level]
+        else:
+            names = ", ".join([*sorted(LEVEL_NAMES), "default"])
+            raise ControlError("invalid", f"unknown level {level!r}; one of: {names}")
+        ps = self.router.presence
+        if chosen is Level.BLOCKED:
+            yield ps.block(acct.username, [other])
+        else:
+            if ps.is_blocked(acct.username, other):
+                yield ps.unblock(acct.username, [other])
+            yield ps.set_level(acct.username, other, chosen)
+        effective = ps.level(acct.username, other)
+        return {"jid": self._jid(acct.username), "contact": str(other), "level": effective.label}
 
     # -- server ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from standard_edition.core.jid import JID
 from standard_edition.core.subscription import State
+from standard_edition.presence.model import EndpointState, Manual
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,14 @@ class Presence:
     priority: int = 0
     # protocol extensions carried verbatim to endpoints that understand them (XEP-0115 caps)
     payload: tuple[ET.Element, ...] = ()
+    # on the way in, what the endpoint says about its user (DESIGN §4 manual versus machine)
+    state: EndpointState = field(default_factory=EndpointState)
+    manual: Manual | None = None  # a state set by hand
+    clear_manual: bool = False  # the user is back: a manual state ends
+    # on the way out, the user's aggregate as this watcher may see it
+    code: int | None = None
+    activity: str | None = None
+    oof_note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +54,8 @@ class RosterItem:
 class Undeliverable(Exception):
     """A stanza the core could not deliver; condition is the stanza error to return."""
 
-    def __init__(self, condition: str, text: str = "") -> None:
+    def __init__(self, condition: str, text: str = "", app: str | None = None) -> None:
         super().__init__(condition)
         self.condition = condition
         self.text = text
+        self.app = app  # an application-specific condition, as a Clark-notation tag

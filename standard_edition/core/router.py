@@ -20,6 +20,21 @@ from standard_edition.core.offline import OfflineStore
 from standard_edition.core.roster import Rosters
 from standard_edition.core.sessions import Endpoint, SessionRegistry
 from standard_edition.core.subscription import Kind, State, inbound, outbound
+from standard_edition.presence.access import Level, view
+from standard_edition.presence.model import Aggregate, Band
+from standard_edition.presence.service import KEEP, PresenceService
+
+# DESIGN §4 mapping of a band to XMPP <show/> (None: no show, i.e. available)
+SHOW: dict[Band, str | None] = {
+    Band.AVAILABLE: None,
+    Band.IDLE: "away",
+    Band.BUSY: "dnd",
+    Band.BUSY_IDLE: "dnd",
+    Band.DND: "dnd",
+    Band.BRB: "away",
+    Band.AWAY: "xa",
+    Band.OFFLINE: None,
+}
 
 
 class Router:
@@ -30,6 +45,7 @@ class Router:
         rosters: Rosters,
         sessions: SessionRegistry,
         offline: OfflineStore,
+        presence: PresenceService,
         *,
         offline_enabled: bool = True,
     ) -> None:
@@ -39,6 +55,9 @@ class Router:
         self.sessions = sessions
         self.offline = offline
         self.offline_enabled = offline_enabled
+        self.presence = presence
+        presence.listeners.append(self._aggregate_changed)
+        presence.level_listeners.append(self._levels_changed)
         # full JIDs that received directed presence from an endpoint (RFC 6121 §4.6.3)
         self._directed: dict[JID, set[JID]] = {}
         self._replaying: set[str] = set()
@@ -88,6 +107,7 @@ class Router:
                 continue
             self._store_item(owner, replace(item, state=State()))
         self.rosters.forget_owner(username)
+        self.presence.forget(username)
 
     def _account_disabled(self, username: str) -> None:
         for ep in self.sessions.of_user(username):
@@ -155,15 +175,15 @@ class Router:
         self._inbound_subscription(contact_user, sender, kind)
         if kind is Kind.SUBSCRIBED:
             # §3.1.5: the contact now receives the user's presence
-            for ep in self.sessions.available(user):
-                self._deliver_presence_to_user(contact_user, ep.jid, ep.presence)
+            self._send_user_presence(user, contact_user)
         elif kind is Kind.UNSUBSCRIBED:
             # §3.2.2: the contact no longer receives it: tell it the user is gone
-            for ep in self.sessions.available(user):
-                self._deliver_presence_to_user(contact_user, ep.jid, None)
+            self._send_user_presence(user, contact_user, gone=True)
 
     def _inbound_subscription(self, user: str, sender: JID, kind: Kind) -> None:
         """A subscription stanza from `sender` arrives for local `user` (RFC 6121 A.3)."""
+        if self.presence.is_blocked(user, sender):
+            return  # XEP-0191 §3.5: nothing from a blocked address reaches the user
         item = self.rosters.get(user, sender)
         result = inbound(item.state if item else State(), kind)
         if item is None:
@@ -181,18 +201,31 @@ class Router:
                 # §3.3.3: the user's presence no longer goes to the sender
                 sender_user = self.local_user(sender)
                 if sender_user:
-                    for ep in self.sessions.available(user):
-                        self._deliver_presence_to_user(sender_user, ep.jid, None)
+                    self._send_user_presence(user, sender_user, gone=True)
         if result.auto_reply is not None:
-            me = JID(user, self.domain, None)
-            sender_user = self.local_user(sender)
-            if sender_user is not None:
-                self._inbound_subscription(sender_user, me, result.auto_reply)
-                if result.auto_reply is Kind.SUBSCRIBED:
-                    for ep in self.sessions.available(user):
-                        self._deliver_presence_to_user(sender_user, ep.jid, ep.presence)
+            self._answer_for(user, sender, result.auto_reply)
+        elif kind is Kind.SUBSCRIBE and result.deliver and self._colleague_approval(user, sender):
+            # DESIGN §4: with privacy mode off, a colleague's request is approved on the
+            # user's behalf (the request was still delivered above)
+            self.subscription(user, sender, Kind.SUBSCRIBED)
 
-    # -- presence (RFC 6121 §4) ------------------------------------------------------------
+    def _answer_for(self, user: str, sender: JID, kind: Kind) -> None:
+        """§3.1.3: the server answers a request the user already granted."""
+        me = JID(user, self.domain, None)
+        sender_user = self.local_user(sender)
+        if sender_user is not None:
+            self._inbound_subscription(sender_user, me, kind)
+            if kind is Kind.SUBSCRIBED:
+                self._send_user_presence(user, sender_user)
+
+    def _colleague_approval(self, user: str, sender: JID) -> bool:
+        return (
+            sender.domain == self.domain
+            and not self.presence.privacy(user)
+            and not self.presence.is_blocked(user, sender)
+        )
+
+    # -- presence (RFC 6121 §4, DESIGN §4) -------------------------------------------------
 
     def presence_update(self, ep: Endpoint, presence: Presence) -> None:
         """The endpoint says it is available (initial presence the first time)."""
@@ -200,8 +233,18 @@ class Router:
         ep.presence = presence
         self.counters["presence"] += 1
         user = ep.jid.local
-        assert user is not None
-        self._broadcast(ep, presence)
+        assert user is not None and ep.jid.resource is not None
+        manual: Any = KEEP
+        if presence.manual is not None:
+            manual = presence.manual
+        elif presence.clear_manual:
+            manual = None
+        changed = self.presence.endpoint_update(
+            user, ep.jid.resource, presence.state, manual=manual, note=presence.status
+        )
+        if not changed:
+            # the aggregate stands; only this endpoint's own presence is news
+            self._broadcast(ep)
         if initial:
             self._probe(ep)
             for contact in self.rosters.pending_in(user):
@@ -213,17 +256,70 @@ class Router:
         if ep.presence is None:
             return
         ep.presence = None
-        self._broadcast(ep, None, status=status)
+        user = ep.jid.local
+        assert user is not None and ep.jid.resource is not None
+        self._broadcast(ep, gone=True)
+        # the user's other endpoints now carry the aggregate alone; the listener re-sends them
+        self.presence.endpoint_remove(user, ep.jid.resource)
         for target in self._directed.pop(ep.jid, set()):
             self._deliver_presence_to_jid(target, ep.jid, None)
 
+    def _aggregate_changed(self, user: str, agg: Aggregate, before: Aggregate | None) -> None:
+        """The user's aggregate moved (an endpoint, a manual state, idle time, the calendar):
+        every endpoint's presence is sent again, rewritten to the new aggregate."""
+        for ep in self.sessions.available(user):
+            self._broadcast(ep)
+
+    def _levels_changed(self, owner: str) -> None:
+        """Blocks or access levels changed: each watcher gets what it may now see."""
+        for ep in self.sessions.available(owner):
+            self._broadcast(ep)
+        for blocked in self.presence.blocklist(owner):
+            blocked_user = self.local_user(blocked)
+            if blocked_user is not None:
+                self._send_user_presence(owner, blocked_user, gone=True)
+
+    def render(self, owner: str, ep: Endpoint, watcher: JID) -> Presence | None:
+        """The presence of one of `owner`'s endpoints as `watcher` may see it; None: Offline."""
+        if ep.presence is None:
+            return None
+        if watcher.bare == JID(owner, self.domain, None):
+            level = Level.FRIENDS
+        else:
+            level = self.presence.level(owner, watcher)
+            if level is Level.BLOCKED:
+                return None
+            if self.presence.privacy(owner):
+                item = self.rosters.get(owner, watcher.bare)
+                if item is None or not item.in_roster:
+                    return None  # DESIGN §4: privacy mode: only the contact list sees presence
+        seen = view(self.presence.aggregate(owner), level)
+        if seen.band is Band.OFFLINE:
+            return None  # appear offline
+        return Presence(
+            show=SHOW[seen.band],
+            status=seen.note,
+            priority=ep.presence.priority,
+            payload=ep.presence.payload,
+            code=seen.code,
+            activity=seen.activity.value if seen.activity else None,
+            oof_note=seen.oof_note,
+        )
+
     def directed_presence(self, ep: Endpoint, to: JID, presence: Presence | None) -> None:
         """RFC 6121 §4.6: presence sent to one address, outside the roster broadcast."""
+        user = ep.jid.local or ""
         if presence is None:
             self._directed.get(ep.jid, set()).discard(to)
-        elif to.bare not in self.rosters.subscribers(ep.jid.local or ""):
+            self._deliver_presence_to_jid(to, ep.jid, None)
+            return
+        if to.bare not in self.rosters.subscribers(user):
             self._directed.setdefault(ep.jid, set()).add(to)
-        self._deliver_presence_to_jid(to, ep.jid, presence)
+        if self.presence.is_blocked(user, to):
+            return
+        # the endpoint chose to tell this address; it still sees the aggregate (DESIGN §4)
+        shown = self.render(user, ep, to) if ep.presence is not None else None
+        self._deliver_presence_to_jid(to, ep.jid, shown or presence)
 
     def probe(self, ep: Endpoint, contact: JID) -> None:
         """RFC 6121 §4.3: an explicit probe from a client for one contact."""
@@ -231,28 +327,33 @@ class Router:
         contact_user = self.local_user(contact)
         if contact_user is None:
             return
-        if self.rosters.state(contact_user, ep.jid.bare).has_from or contact_user == user:
+        if contact_user == user or self.rosters.state(contact_user, ep.jid.bare).has_from:
             for other in self.sessions.available(contact_user):
-                ep.deliver_presence(other.jid, other.presence)
+                ep.deliver_presence(other.jid, self.render(contact_user, other, ep.jid))
 
-    def _broadcast(
-        self, ep: Endpoint, presence: Presence | None, status: str | None = None
-    ) -> None:
+    def _broadcast(self, ep: Endpoint, gone: bool = False) -> None:
+        """§4.2.2 / §4.4.2: an endpoint's presence to every subscriber and the user's own
+        endpoints, each rendered for the watcher."""
         user = ep.jid.local
         assert user is not None
-        if presence is None and status:
-            sent: Presence | None = None
-        else:
-            sent = presence
         for contact in self.rosters.subscribers(user):
             contact_user = self.local_user(contact)
-            if contact_user is not None:
-                self._deliver_presence_to_user(contact_user, ep.jid, sent)
-        # §4.2.2 and §4.4.2: the user's own resources see it too, the sender included
+            if contact_user is None:
+                continue
+            shown = None if gone else self.render(user, ep, contact)
+            self._deliver_presence_to_user(contact_user, ep.jid, shown)
+        me = JID(user, self.domain, None)
         for own in self.sessions.available(user):
-            own.deliver_presence(ep.jid, sent)
-        if presence is None and ep not in self.sessions.available(user):
+            own.deliver_presence(ep.jid, None if gone else self.render(user, ep, me))
+        if gone:
             ep.deliver_presence(ep.jid, None)
+
+    def _send_user_presence(self, user: str, to_user: str, gone: bool = False) -> None:
+        """All of `user`'s available endpoints, as `to_user` may see them."""
+        watcher = JID(to_user, self.domain, None)
+        for ep in self.sessions.available(user):
+            shown = None if gone else self.render(user, ep, watcher)
+            self._deliver_presence_to_user(to_user, ep.jid, shown)
 
     def _probe(self, ep: Endpoint) -> None:
         """§4.2.2: on initial presence, the server gathers the presence of every contact the
@@ -264,10 +365,12 @@ class Router:
             if contact_user is None:
                 continue
             for other in self.sessions.available(contact_user):
-                ep.deliver_presence(other.jid, other.presence)
+                shown = self.render(contact_user, other, ep.jid)
+                if shown is not None:
+                    ep.deliver_presence(other.jid, shown)
         for other in self.sessions.available(user):
             if other is not ep:
-                ep.deliver_presence(other.jid, other.presence)
+                ep.deliver_presence(other.jid, self.render(user, other, ep.jid))
 
     def _deliver_presence_to_user(self, user: str, sender: JID, p: Presence | None) -> None:
         for ep in self.sessions.available(user):
@@ -294,6 +397,17 @@ class Router:
         user = self.local_user(msg.to)
         if user is None:
             # §8.5.1: no such account
+            raise Undeliverable("service-unavailable")
+        sender_user = self.local_user(msg.sender)
+        if sender_user is not None and self.presence.is_blocked(sender_user, msg.to):
+            # XEP-0191 §3.5: the sender blocked this contact
+            raise Undeliverable(
+                "not-acceptable",
+                "you have blocked this contact",
+                "{urn:xmpp:blocking:errors}blocked",
+            )
+        if self.presence.is_blocked(user, msg.sender):
+            # a blocked contact learns nothing, not even that the account exists
             raise Undeliverable("service-unavailable")
         if msg.to.resource is not None:
             target = self.sessions.get(msg.to)

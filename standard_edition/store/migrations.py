@@ -50,6 +50,39 @@ def _001_accounts_rosters(db: sqlite_utils.Database) -> None:
     db["settings"].create({"key": str, "value": str}, pk="key")
 
 
+def _002_presence(db: sqlite_utils.Database) -> None:
+    db["presence_settings"].create(
+        {
+            "username": str,
+            "privacy": int,  # privacy mode: only contacts on the roster see presence
+            "manual_code": int,  # a state set by hand, or NULL
+            "manual_activity": str,
+            "manual_until": float,  # epoch seconds, or NULL: until changed
+            "note": str,  # personal note
+            "oof_note": str,  # out-of-office note
+        },
+        pk="username",
+        foreign_keys=[("username", "accounts", "username")],
+    )
+    db["access_levels"].create(
+        {"owner": str, "contact": str, "level": str},
+        pk=("owner", "contact"),
+        foreign_keys=[("owner", "accounts", "username")],
+    )
+    db["blocklist"].create(
+        {"owner": str, "jid": str},
+        pk=("owner", "jid"),
+        foreign_keys=[("owner", "accounts", "username")],
+    )
+    db["calendar"].create(
+        {"id": int, "owner": str, "activity": str, "start": float, "end": float},
+        pk="id",
+        foreign_keys=[("owner", "accounts", "username")],
+    )
+    db["calendar"].create_index(["owner"])
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _001_accounts_rosters),
+    (2, _002_presence),
 ]

@@ -413,7 +413,7 @@ class C2SProtocol(Protocol):
                 self.send_stanza(error_reply(el, e.condition, e.text))
         except Undeliverable as e:
             if el.get("type") != "error":
-                self.send_stanza(error_reply(el, e.condition, e.text))
+                self.send_stanza(error_reply(el, e.condition, e.text, app=e.app))
 
     def _target(self, el: ET.Element) -> JID:
         to = el.get("to")
@@ -439,7 +439,7 @@ class C2SProtocol(Protocol):
     def _undelivered(self, f: failure.Failure, el: ET.Element) -> None:
         if f.check(Undeliverable):
             e = f.value
-            self.send_stanza(error_reply(el, e.condition, e.text))
+            self.send_stanza(error_reply(el, e.condition, e.text, app=e.app))
         else:
             log.err(f, f"c2s {self.address}: message not stored")
             self.send_stanza(error_reply(el, "internal-server-error", "message not stored"))
@@ -459,7 +459,8 @@ class C2SProtocol(Protocol):
         elif ptype == "error":
             return
         elif ptype in (None, "unavailable"):
-            presence = None if ptype == "unavailable" else presence_from_stanza(el)
+            now = self.ctx.reactor.seconds()
+            presence = None if ptype == "unavailable" else presence_from_stanza(el, now)
             if to is None:
                 if presence is None:
                     router.presence_unavailable(self, el.findtext(C + "status"))

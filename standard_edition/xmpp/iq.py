@@ -31,6 +31,7 @@ NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_PING = "urn:xmpp:ping"
 NS_VERSION = "jabber:iq:version"
 NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+NS_BLOCKING = "urn:xmpp:blocking"
 NS_OFFLINE = "msgoffline"  # XEP-0160 §6 feature
 MAX_ROSTER_NAME = 1024
 MAX_GROUPS = 64
@@ -56,10 +57,13 @@ class IqHandlers:
             (NS_DISCO_INFO, "query"): self._account_disco_info,
             (NS_DISCO_ITEMS, "query"): self._account_disco_items,
             (NS_PING, "ping"): self._ping,
+            (NS_BLOCKING, "blocklist"): self._blocklist,
+            (NS_BLOCKING, "block"): self._block,
+            (NS_BLOCKING, "unblock"): self._block,
         }
 
     def server_features(self) -> list[str]:
-        features = [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, "urn:xmpp:delay"]
+        features = [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_BLOCKING, "urn:xmpp:delay"]
         if self.version_enabled:
             features.append(NS_VERSION)
         if self.offline_enabled():
@@ -187,6 +191,47 @@ class IqHandlers:
         sub(reply, "{" + NS_DISCO_ITEMS + "}query")
         return reply
 
+    def _blocklist(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
+        """XEP-0191 §3.2: the user's block list."""
+        if iq.get("type") != "get":
+            raise StanzaError("bad-request", "blocklist is a get")
+        assert stream.jid is not None and stream.jid.local is not None
+        stream.interested = True
+        reply = _result(iq)
+        out = sub(reply, "{" + NS_BLOCKING + "}blocklist")
+        for jid in stream.ctx.router.presence.blocklist(stream.jid.local):
+            sub(out, "{" + NS_BLOCKING + "}item", {"jid": str(jid)})
+        return reply
+
+    def _block(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
+        """XEP-0191 §3.3 / §3.4: block or unblock addresses (unblock with no item: all)."""
+        if iq.get("type") != "set":
+            raise StanzaError("bad-request", "block and unblock are sets")
+        assert stream.jid is not None and stream.jid.local is not None
+        user = stream.jid.local
+        jids = []
+        for item in q.findall("{" + NS_BLOCKING + "}item"):
+            try:
+                jids.append(parse_jid(item.get("jid", "")).bare)
+            except InvalidJID:
+                raise StanzaError("jid-malformed", "an item's jid is not valid") from None
+        service = stream.ctx.router.presence
+        if q.tag.endswith("}block"):
+            if not jids:
+                raise StanzaError("bad-request", "block at least one address")  # §3.3
+            service.block(user, jids)
+        else:
+            service.unblock(user, jids or None)
+        push = ET.Element(q.tag)
+        for j in jids:
+            sub(push, "{" + NS_BLOCKING + "}item", {"jid": str(j)})
+        _blocking_push(stream, user, push)
+        return _result(iq)
+
     def _roster(
         self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
     ) -> ET.Element:
@@ -227,6 +272,19 @@ class IqHandlers:
             raise StanzaError("bad-request", "groups must be non-empty and distinct")
         router.roster_set(stream.jid.local, contact, name or None, tuple(groups))
         return _result(iq)
+
+
+def _blocking_push(stream: C2SProtocol, user: str, payload: ET.Element) -> None:
+    """XEP-0191 §3.3: every resource that asked for the list learns of the change."""
+    from standard_edition.xmpp.c2s import C2SProtocol
+
+    for ep in stream.ctx.router.sessions.interested(user):
+        if isinstance(ep, C2SProtocol) and ep.jid is not None:
+            iq = ET.Element(
+                C + "iq", {"type": "set", "id": f"block{id(payload)}", "to": str(ep.jid)}
+            )
+            iq.append(payload)
+            ep.send_stanza(iq)
 
 
 def _result(iq: ET.Element) -> ET.Element:

@@ -7,11 +7,27 @@ from datetime import UTC, datetime
 
 from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Message, Presence, RosterItem
+from standard_edition.presence.aggregate import AWAY_AFTER, IDLE_AFTER
+from standard_edition.presence.model import (
+    AVAILABLE,
+    DND,
+    MAX_CODE,
+    MAX_NOTE,
+    MIN_CODE,
+    Activity,
+    EndpointState,
+    InvalidCode,
+    Manual,
+    band,
+)
 from standard_edition.xmpp.xml import NS_CLIENT, NS_STANZAS
 
 C = "{" + NS_CLIENT + "}"
 NS_DELAY = "urn:xmpp:delay"
 NS_ROSTER = "jabber:iq:roster"
+NS_PRESENCE_EXT = "{urn:se-appliance:presence:0}"
+AVAILABILITY = NS_PRESENCE_EXT + "availability"
+IDLE = "{urn:xmpp:idle:1}idle"
 
 # RFC 6120 §8.3.3: each defined condition with its usual error type
 ERROR_TYPES = {
@@ -65,7 +81,11 @@ def local_name(tag: str) -> str:
 
 
 def error_reply(
-    stanza: ET.Element, condition: str, text: str = "", sender: str | None = None
+    stanza: ET.Element,
+    condition: str,
+    text: str = "",
+    sender: str | None = None,
+    app: str | None = None,
 ) -> ET.Element:
     """RFC 6120 §8.3.1: the error goes back to the sender, from the address it was sent to."""
     kind = local_name(stanza.tag)
@@ -86,6 +106,8 @@ def error_reply(
             {"{http://www.w3.org/XML/1998/namespace}lang": "en"},
             text,
         )
+    if app:
+        sub(err, app)
     return reply
 
 
@@ -103,12 +125,17 @@ def optional_jid(value: str | None) -> JID | None:
 SHOWS = ("chat", "away", "xa", "dnd")
 
 
-def presence_from_stanza(el: ET.Element) -> Presence:
+def presence_from_stanza(el: ET.Element, now: float) -> Presence:
+    """An available presence from a client, with what it means for the user's state
+    (DESIGN §4: dnd and our code element are manual; away/xa and XEP-0319 idle are machine)."""
     show = el.findtext(C + "show")
     if show is not None:
         show = show.strip()
         if show not in SHOWS:
             raise StanzaError("bad-request", f"unknown <show/> value {show[:20]!r}")
+    status = el.findtext(C + "status")
+    if status is not None and len(status) > MAX_NOTE:
+        raise StanzaError("not-acceptable", f"the status note is longer than {MAX_NOTE} characters")
     prio_text = el.findtext(C + "priority")
     priority = 0
     if prio_text is not None:
@@ -118,8 +145,61 @@ def presence_from_stanza(el: ET.Element) -> Presence:
             raise StanzaError("bad-request", "priority must be an integer") from None
         if not -128 <= priority <= 127:
             raise StanzaError("bad-request", "priority must be between -128 and 127")
-    payload = tuple(ch for ch in el if not ch.tag.startswith(C))
-    return Presence(show=show, status=el.findtext(C + "status"), priority=priority, payload=payload)
+    idle_since = _idle_since(el)
+    manual: Manual | None = None
+    clear_manual = False
+    ours = el.find(AVAILABILITY)
+    if ours is not None:
+        manual = _manual_from(ours, now)
+    elif show == "dnd":
+        manual = Manual(DND)
+    elif show in (None, "chat") and idle_since is None:
+        clear_manual = True  # the user is back and says so
+    if show == "away" and idle_since is None:
+        idle_since = now - IDLE_AFTER  # a stock client's auto-away: Inactive now
+    elif show == "xa" and idle_since is None:
+        idle_since = now - AWAY_AFTER  # its auto-extended-away: Away now
+    payload = tuple(ch for ch in el if not ch.tag.startswith(C) and ch.tag != AVAILABILITY)
+    return Presence(
+        show=show,
+        status=status,
+        priority=priority,
+        payload=payload,
+        state=EndpointState(AVAILABLE, idle_since),
+        manual=manual,
+        clear_manual=clear_manual,
+    )
+
+
+def _idle_since(el: ET.Element) -> float | None:
+    """XEP-0319: when the user last used this client."""
+    idle = el.find(IDLE)
+    if idle is None:
+        return None
+    try:
+        since = datetime.fromisoformat(idle.get("since", "").replace("Z", "+00:00"))
+    except ValueError:
+        raise StanzaError("bad-request", "idle 'since' is not an XEP-0082 date-time") from None
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return since.timestamp()
+
+
+def _manual_from(el: ET.Element, now: float) -> Manual:
+    """Our own element: an exact availability code (and activity) set by hand."""
+    try:
+        code = int(el.get("code", ""))
+        band(code)
+    except (ValueError, InvalidCode):
+        raise StanzaError(
+            "bad-request", f"availability code must be {MIN_CODE}-{MAX_CODE}"
+        ) from None
+    activity = el.get("activity")
+    try:
+        act = Activity(activity) if activity else None
+    except ValueError:
+        raise StanzaError("bad-request", f"unknown activity {activity[:30]!r}") from None
+    return Manual(code, act)
 
 
 def message_from_stanza(el: ET.Element, sender: JID, to: JID) -> Message:
@@ -162,6 +242,13 @@ def presence_stanza(sender: JID, to: JID, p: Presence | None) -> ET.Element:
     if p.priority:
         sub(el, C + "priority", text=str(p.priority))
     el.extend(p.payload)
+    if p.code is not None:
+        # the exact code travels for clients and gateways that know it; others ignore it
+        ours = sub(el, AVAILABILITY, {"code": str(p.code)})
+        if p.activity:
+            ours.set("activity", p.activity)
+        if p.oof_note:
+            sub(ours, NS_PRESENCE_EXT + "oof-note", text=p.oof_note)
     return el
 
 
