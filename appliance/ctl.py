@@ -46,6 +46,8 @@ EXAMPLES = {
     "presence set": "se-ctl presence set alice@example.test --state in-a-meeting --until 11:00\n"
     "  se-ctl presence set alice@example.test --note 'At the Lisbon office' --privacy on",
     "presence clear": "se-ctl presence clear alice@example.test",
+    "calendar import": "se-ctl calendar import alice@example.test alice.ics",
+    "calendar clear": "se-ctl calendar clear alice@example.test",
     "presence level": "se-ctl presence level alice@example.test bob@example.test workgroup",
 }
 
@@ -123,6 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
     pres.add_argument("--privacy", choices=("on", "off"), help="privacy mode")
     pres.add_argument("--json", action="store_true", help="print the result as JSON")
     pres.set_defaults(command="presence", parser=pres)
+    cal = commands.add_parser(
+        "calendar",
+        help="import a user's busy blocks from an iCalendar file",
+        description="Meetings show as Busy (In a meeting), out-of-office time as Away.",
+        epilog=_epilog("calendar import", "calendar clear"),
+        formatter_class=fmt,
+    )
+    cals = cal.add_subparsers(dest="calendar_command", metavar="ACTION", required=True)
+    imp = leaf(
+        cals, "import", "calendar import", "replace the user's calendar with a file", jid=True
+    )
+    imp.add_argument("file", metavar="FILE.ics", help="the iCalendar file ('-': standard input)")
+    leaf(cals, "clear", "calendar clear", "forget the user's calendar", jid=True)
     leaf(commands, "status", "status", "show the server's version, uptime, listeners, counts")
     leaf(commands, "sessions", "sessions", "list the sessions signed in now")
     return parser
@@ -361,6 +376,27 @@ def _presence(a: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return "presence.show", {"jid": check_jid(action)}
 
 
+def _calendar_import(a: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    jid = check_jid(a.jid)
+    # se-ctl reads the file itself and streams it: the server never opens a caller's path
+    try:
+        if a.file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(a.file, encoding="utf-8") as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{a.file}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    return "calendar.import", {"jid": jid, "ics": text}
+
+
+def _show_import(a: argparse.Namespace, r: Any) -> str:
+    text = f"{r['jid']}: {r['blocks']} busy block(s) imported"
+    if r.get("recurring_skipped"):
+        text += f"; {r['recurring_skipped']} recurring event(s) left out (not expanded)"
+    return text
+
+
 def _show_presence(a: argparse.Namespace, r: Any) -> str:
     if "availability" not in r:
         return f"{r['jid']}: {r['contact']} is now {r['level']}"
@@ -398,6 +434,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], tuple[str, dict[str, An
     "status": (_no_args("status"), _show_mapping),
     "sessions": (_no_args("sessions"), _show_sessions),
     "presence": (_presence, _show_presence),
+    "calendar import": (_calendar_import, _show_import),
+    "calendar clear": (
+        _with_jid("calendar.clear"),
+        lambda a, r: f"calendar cleared for {r['jid']}",
+    ),
 }
 
 

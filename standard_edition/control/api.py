@@ -76,3 +76,10 @@ class ControlAPI(Protocol):
     # "presence.level" {"jid", "contact", "level"} -> {"jid", "contact", "level"};
     # level: blocked | external | colleagues | workgroup | friends-and-family | default
     def presence_level(self, jid: str, contact: str, level: str) -> Result: ...
+
+    # "calendar.import" {"jid", "ics": text of an iCalendar file} -> {"jid", "blocks",
+    #   "recurring_skipped", "free_skipped"}; replaces the user's calendar blocks
+    def calendar_import(self, jid: str, ics: str) -> Result: ...
+
+    # "calendar.clear" {"jid"} -> {"jid"}
+    def calendar_clear(self, jid: str) -> Result: ...

@@ -17,7 +17,10 @@ from standard_edition.core.jid import InvalidJID, parse_jid, prepare_username
 from standard_edition.core.router import Router
 from standard_edition.presence.access import LEVEL_NAMES, Level
 from standard_edition.presence.aggregate import effective_code
+from standard_edition.presence.calendar import CalendarError, parse_ics
 from standard_edition.presence.model import LABELS, MAX_NOTE, STATE_NAMES, Manual, band
+
+MAX_ICS = 8_000_000  # characters of an iCalendar file sent over the control socket
 
 
 class Admin:
@@ -249,6 +252,29 @@ class Admin:
             yield ps.set_level(acct.username, other, chosen)
         effective = ps.level(acct.username, other)
         return {"jid": self._jid(acct.username), "contact": str(other), "level": effective.label}
+
+    @inlineCallbacks
+    def calendar_import(self, jid: str, ics: str):  # type: ignore[no-untyped-def]
+        acct = self._account(jid)
+        if len(ics) > MAX_ICS:
+            raise ControlError("invalid", f"calendar file over {MAX_ICS // 1_000_000} MB")
+        try:
+            got = parse_ics(ics)
+        except CalendarError as e:
+            raise ControlError("invalid", f"calendar: {e}") from None
+        yield self.router.presence.set_calendar(acct.username, got.blocks)
+        return {
+            "jid": self._jid(acct.username),
+            "blocks": len(got.blocks),
+            "recurring_skipped": got.recurring_skipped,
+            "free_skipped": got.free_skipped,
+        }
+
+    @inlineCallbacks
+    def calendar_clear(self, jid: str):  # type: ignore[no-untyped-def]
+        acct = self._account(jid)
+        yield self.router.presence.set_calendar(acct.username, [])
+        return {"jid": self._jid(acct.username)}
 
     # -- server ------------------------------------------------------------------------------
 

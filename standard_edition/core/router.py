@@ -237,10 +237,14 @@ class Router:
         manual: Any = KEEP
         if presence.manual is not None:
             manual = presence.manual
-        elif presence.clear_manual:
+        elif presence.clear_manual and not initial:
+            # signing in is not "I am back": a state set by hand survives the login's
+            # automatic available presence, and ends when the user says available again
             manual = None
+        # likewise the note: a login without <status/> keeps it, a later one clears it
+        note: Any = KEEP if initial and presence.status is None else presence.status
         changed = self.presence.endpoint_update(
-            user, ep.jid.resource, presence.state, manual=manual, note=presence.status
+            user, ep.jid.resource, presence.state, manual=manual, note=note
         )
         if not changed:
             # the aggregate stands; only this endpoint's own presence is news

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from standard_edition import __version__
 from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Undeliverable
+from standard_edition.xmpp import adhoc
 from standard_edition.xmpp.stanzas import (
     NS_ROSTER,
     C,
@@ -49,6 +50,7 @@ class IqHandlers:
             (NS_DISCO_ITEMS, "query"): self._disco_items,
             (NS_PING, "ping"): self._ping,
             (NS_SESSION, "session"): self._session,
+            (adhoc.NS_COMMANDS, "command"): self._command,
         }
         if version:
             self._server[(NS_VERSION, "query")] = self._version
@@ -63,7 +65,15 @@ class IqHandlers:
         }
 
     def server_features(self) -> list[str]:
-        features = [NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_BLOCKING, "urn:xmpp:delay"]
+        features = [
+            NS_DISCO_INFO,
+            NS_DISCO_ITEMS,
+            NS_PING,
+            NS_BLOCKING,
+            adhoc.NS_COMMANDS,
+            "urn:xmpp:delay",
+            "urn:xmpp:idle:1",
+        ]
         if self.version_enabled:
             features.append(NS_VERSION)
         if self.offline_enabled():
@@ -139,11 +149,21 @@ class IqHandlers:
     ) -> ET.Element:
         if iq.get("type") != "get":
             raise StanzaError("bad-request", "disco#items is a get")
-        if q.get("node"):
+        node = q.get("node")
+        if node and node != adhoc.NS_COMMANDS:
             raise StanzaError("item-not-found", "no such node")
         reply = _result(iq)
-        sub(reply, "{" + NS_DISCO_ITEMS + "}query")
+        out = sub(reply, "{" + NS_DISCO_ITEMS + "}query")
+        if node == adhoc.NS_COMMANDS:
+            # XEP-0050 §2.2: the commands a user may run
+            out.set("node", node)
+            out.extend(adhoc.command_items(self.domain))
         return reply
+
+    def _command(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
+        return adhoc.execute(stream, iq, q)
 
     def _ping(
         self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
