@@ -295,10 +295,12 @@ def quote_string(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_WS_RUN = re.compile(r"[ \t]*")
+
+
 def _skip_ws(s: str, i: int) -> int:
-    n = len(s)
-    while i < n and s[i] in _WS:
-        i += 1
+    if i < len(s) and (s[i] == " " or s[i] == "\t"):
+        return _WS_RUN.match(s, i).end()  # type: ignore[union-attr]
     return i
 
 
@@ -787,7 +789,8 @@ def parse_via(text: str) -> Via:
     sent_by = rest[i:end].rstrip(_WS)
     # LWS is allowed around the ':' of sent-by (RFC 3261 §25.1 COLON)
     if sent_by.startswith("["):
-        hostport = sent_by
+        close = sent_by.find("]") + 1
+        hostport = sent_by[:close] + "".join(sent_by[close:].split())
     else:
         h, colon, p = sent_by.partition(":")
         hostport = h.rstrip(_WS) + colon + p.lstrip(_WS)
@@ -846,6 +849,15 @@ class AuthHeader:
         return f"{self.scheme} " + ", ".join(items)
 
 
+# one auth-param and the separator after it; the alternatives never overlap, so no backtracking
+_AUTH_PARAM = re.compile(
+    rf"[ \t]*([{_TOKEN_CHARS}]+)[ \t]*=[ \t]*"
+    rf'(?:"((?:[^"\\]|\\.)*)"|([{_TOKEN_CHARS}]+))[ \t]*(,|$)',
+    re.DOTALL,
+)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+
+
 def parse_auth(text: str) -> AuthHeader:
     """Parse `scheme auth-param *(COMMA auth-param)` (RFC 3261 §25.1, RFC 7616 §3.3/§3.4)."""
     s = text.strip(_WS)
@@ -854,39 +866,28 @@ def parse_auth(text: str) -> AuthHeader:
         raise ParseError("bad authentication header")
     scheme = m.group()
     i = m.end()
+    n = len(s)
     params: dict[str, str] = {}
     quoted: set[str] = set()
-    n = len(s)
     if i < n and s[i] not in _WS:
         raise ParseError("bad authentication scheme")
-    while True:
-        i = _skip_ws(s, i)
-        if i >= n:
-            break
-        m = _TOKEN.match(s, i)
-        if m is None:
+    while i < n:
+        pm = _AUTH_PARAM.match(s, i)
+        if pm is None:
             raise ParseError("bad authentication parameter")
-        name = m.group().lower()
-        i = _skip_ws(s, m.end())
-        if i >= n or s[i] != "=":
-            raise ParseError("authentication parameter without value")
-        i = _skip_ws(s, i + 1)
-        if i < n and s[i] == '"':
-            value, i = _read_quoted(s, i)
+        name, qvalue, tvalue, sep = pm.groups()
+        name = name.lower()
+        if qvalue is not None:
+            value = _QUOTED_PAIR.sub(r"\1", qvalue) if "\\" in qvalue else qvalue
             quoted.add(name)
         else:
-            m = _TOKEN.match(s, i)
-            if m is None:
-                raise ParseError("bad authentication parameter value")
-            value, i = m.group(), m.end()
+            value = tvalue
         if name in params:
             raise ParseError(f"duplicate authentication parameter {name!r}")
         params[name] = value
-        i = _skip_ws(s, i)
-        if i < n:
-            if s[i] != ",":
-                raise ParseError("bad authentication parameter list")
-            i += 1
+        i = pm.end()
+        if sep == "," and i >= n:
+            raise ParseError("trailing comma in authentication header")
     return AuthHeader(scheme, params, frozenset(quoted))
 
 
@@ -1440,7 +1441,7 @@ def make_response(
         for value in src.get_all(name):
             if name == "To" and to_tag is not None and status > 100:
                 try:
-                    if parse_name_addr(value).tag is None:
+                    if request.to.tag is None:
                         value = f"{value};tag={to_tag}"
                 except ParseError:
                     pass
