@@ -48,6 +48,9 @@ EXAMPLES = {
     "presence clear": "se-ctl presence clear alice@example.test",
     "calendar import": "se-ctl calendar import alice@example.test alice.ics",
     "calendar clear": "se-ctl calendar clear alice@example.test",
+    "im offline": "se-ctl im offline off",
+    "config reset": "se-ctl config reset im.offline",
+    "conference list": "se-ctl conference list --json",
     "presence level": "se-ctl presence level alice@example.test bob@example.test workgroup",
 }
 
@@ -138,6 +141,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("file", metavar="FILE.ics", help="the iCalendar file ('-': standard input)")
     leaf(cals, "clear", "calendar clear", "forget the user's calendar", jid=True)
+    im = commands.add_parser(
+        "im",
+        help="switch IM features at run time",
+        description="Switch IM features; the choice is stored and wins over config.toml.",
+        epilog=_epilog("im offline"),
+        formatter_class=fmt,
+    )
+    ims = im.add_subparsers(dest="im_command", metavar="FEATURE", required=True)
+    off = leaf(ims, "offline", "im offline", "offline IM: store messages for signed-out users")
+    off.add_argument("switch", choices=("on", "off"))
+    conf = commands.add_parser(
+        "config",
+        help="return a run-time setting to its config.toml value",
+        epilog=_epilog("config reset"),
+        formatter_class=fmt,
+    )
+    confs = conf.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    reset = leaf(confs, "reset", "config reset", "forget what se-ctl set for KEY")
+    reset.add_argument("key", metavar="KEY", help="e.g. im.offline")
+    rooms = commands.add_parser(
+        "conference",
+        help="the conferences (rooms) on the server",
+        epilog=_epilog("conference list"),
+        formatter_class=fmt,
+    )
+    roomsub = rooms.add_subparsers(dest="conference_command", metavar="ACTION", required=True)
+    leaf(roomsub, "list", "conference list", "list the rooms and who is in them")
     leaf(commands, "status", "status", "show the server's version, uptime, listeners, counts")
     leaf(commands, "sessions", "sessions", "list the sessions signed in now")
     return parser
@@ -397,6 +427,17 @@ def _show_import(a: argparse.Namespace, r: Any) -> str:
     return text
 
 
+def _show_rooms(a: argparse.Namespace, r: Any) -> str:
+    if not r:
+        return "no conferences"
+    lines = []
+    for room in r:
+        kind = "persistent" if room["persistent"] else "ad hoc"
+        who = ", ".join(o["nick"] for o in room["occupants"]) or "nobody"
+        lines.append(f"{room['room']} ({kind}): {who}")
+    return "\n".join(lines)
+
+
 def _show_presence(a: argparse.Namespace, r: Any) -> str:
     if "availability" not in r:
         return f"{r['jid']}: {r['contact']} is now {r['level']}"
@@ -435,6 +476,18 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], tuple[str, dict[str, An
     "sessions": (_no_args("sessions"), _show_sessions),
     "presence": (_presence, _show_presence),
     "calendar import": (_calendar_import, _show_import),
+    "im offline": (
+        lambda a: ("im.offline", {"enabled": a.switch == "on"}),
+        lambda a, r: (
+            f"offline IM is {'on' if r['offline_im'] else 'off'} (stored; "
+            "se-ctl config reset im.offline returns to config.toml)"
+        ),
+    ),
+    "config reset": (
+        lambda a: ("config.reset", {"key": a.key}),
+        lambda a, r: f"{r['key']} = {json.dumps(r['value'])} (from config.toml)",
+    ),
+    "conference list": (_no_args("conference.list"), _show_rooms),
     "calendar clear": (
         _with_jid("calendar.clear"),
         lambda a, r: f"calendar cleared for {r['jid']}",

@@ -25,10 +25,12 @@ from standard_edition.core.offline import OfflineStore
 from standard_edition.core.roster import Rosters
 from standard_edition.core.router import Router
 from standard_edition.core.sessions import SessionRegistry
+from standard_edition.core.settings import Settings
 from standard_edition.presence.service import PresenceService
 from standard_edition.store.database import Database
 from standard_edition.xmpp.c2s import C2SContext, C2SFactory
 from standard_edition.xmpp.iq import IqHandlers
+from standard_edition.xmpp.muc import MucService
 
 log = Logger(namespace="se")
 
@@ -79,6 +81,14 @@ class Server:
         n_users = yield accounts.load()
         yield rosters.load()
         yield offline.load()
+        settings = Settings(self.db)
+        stored = yield settings.load()
+        if "im.offline" in stored:
+            log.info(
+                "im.offline is {v} (set with se-ctl; `se-ctl config reset im.offline` "
+                "returns to config.toml)",
+                v=stored["im.offline"],
+            )
         presence = PresenceService(self.reactor, self.db, cfg.domain, cfg.privacy_default)
         yield presence.load()
         sessions = SessionRegistry()
@@ -89,12 +99,13 @@ class Server:
             sessions,
             offline,
             presence,
-            offline_enabled=cfg.im_offline,
+            offline_enabled=settings.get("im.offline", cfg.im_offline),
         )
         self.router = router
         iq = IqHandlers(
             cfg.domain, version=cfg.xmpp_version, offline=lambda: router.offline_enabled
         )
+        self.muc = MucService(cfg.domain, router)
 
         def context(direct_tls: bool) -> C2SContext:
             ctx = C2SContext(
@@ -107,6 +118,7 @@ class Server:
                 max_stanza_size=cfg.max_stanza_size,
                 iq=iq,
                 direct_tls=direct_tls,
+                muc=self.muc,
             )
             self.c2s_contexts.append(ctx)
             return ctx
@@ -128,7 +140,7 @@ class Server:
                     key=key,
                 )
 
-        admin = Admin(cfg, router, self.listeners)
+        admin = Admin(cfg, router, self.listeners, settings, rooms_listing=self.muc.listing)
         try:
             self.control_port = listen_control(self.reactor, cfg.control_socket, admin, log=log)
         except (OSError, CannotListenError) as e:

@@ -83,3 +83,13 @@ class ControlAPI(Protocol):
 
     # "calendar.clear" {"jid"} -> {"jid"}
     def calendar_clear(self, jid: str) -> Result: ...
+
+    # "im.offline" {"enabled"} -> {"offline_im": bool, "source": "se-ctl"}; stored, wins over
+    # config.toml until "config.reset" {"key": "im.offline"}
+    def im_offline(self, enabled: bool) -> Result: ...
+
+    # "config.reset" {"key"} -> {"key", "value", "source": "config"}
+    def config_reset(self, key: str) -> Result: ...
+
+    # "conference.list" {} -> [{"room", "name", "persistent", "members_only", "occupants": [...]}]
+    def conference_list(self) -> Result: ...

@@ -15,11 +15,16 @@ from standard_edition.control.api import ControlError
 from standard_edition.core.accounts import Account, AccountError, Accounts
 from standard_edition.core.jid import InvalidJID, parse_jid, prepare_username
 from standard_edition.core.router import Router
+from standard_edition.core.settings import Settings
 from standard_edition.presence.access import LEVEL_NAMES, Level
 from standard_edition.presence.aggregate import effective_code
 from standard_edition.presence.calendar import CalendarError, parse_ics
 from standard_edition.presence.model import LABELS, MAX_NOTE, STATE_NAMES, Manual, band
 
+# settings se-ctl may change at run time, with their config.toml value
+RUNTIME_KEYS: dict[str, Callable[[Config], Any]] = {
+    "im.offline": lambda cfg: cfg.im_offline,
+}
 MAX_ICS = 8_000_000  # characters of an iCalendar file sent over the control socket
 
 
@@ -29,8 +34,12 @@ class Admin:
         cfg: Config,
         router: Router,
         listeners: Callable[[], list[dict[str, Any]]],
+        settings: Settings,
         clock: Callable[[], float] = time.time,
+        rooms_listing: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
+        self.settings = settings
+        self.rooms_listing = rooms_listing
         self.cfg = cfg
         self.router = router
         self.accounts: Accounts = router.accounts
@@ -276,6 +285,29 @@ class Admin:
         yield self.router.presence.set_calendar(acct.username, [])
         return {"jid": self._jid(acct.username)}
 
+    # -- run-time settings (DESIGN §8: stored in the database, win over config.toml) -----------
+
+    @inlineCallbacks
+    def im_offline(self, enabled: bool):  # type: ignore[no-untyped-def]
+        yield self.settings.set("im.offline", enabled)
+        self.router.offline_enabled = enabled
+        return {"offline_im": enabled, "source": "se-ctl"}
+
+    @inlineCallbacks
+    def config_reset(self, key: str):  # type: ignore[no-untyped-def]
+        if key not in RUNTIME_KEYS:
+            raise ControlError(
+                "invalid", f"{key}: not a run-time setting; one of: {', '.join(RUNTIME_KEYS)}"
+            )
+        yield self.settings.delete(key)
+        value = RUNTIME_KEYS[key](self.cfg)
+        if key == "im.offline":
+            self.router.offline_enabled = value
+        return {"key": key, "value": value, "source": "config"}
+
+    def conference_list(self) -> list[dict[str, Any]]:
+        return self.rooms_listing() if self.rooms_listing is not None else []
+
     # -- server ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -290,6 +322,13 @@ class Admin:
             "sessions": self.router.sessions.counts_by_protocol() or {"xmpp": 0},
             "users": len(self.accounts),
             "offline_im": self.router.offline_enabled,
+            "settings": {
+                key: {
+                    "value": self.settings.get(key, default(self.cfg)),
+                    "source": "se-ctl" if self.settings.has(key) else "config",
+                }
+                for key, default in RUNTIME_KEYS.items()
+            },
             "counters": dict(self.router.counters),
         }
 

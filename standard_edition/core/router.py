@@ -7,6 +7,8 @@ subscriptions, §4 for presence broadcast and probes, §8.5 for routing by bare 
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +25,9 @@ from standard_edition.core.subscription import Kind, State, inbound, outbound
 from standard_edition.presence.access import Level, view
 from standard_edition.presence.model import Aggregate, Band
 from standard_edition.presence.service import KEEP, PresenceService
+
+RECENT_LINES = 20  # one-to-one lines kept per pair for escalation to a conference (DESIGN §5)
+RECENT_PAIRS = 20_000  # pairs remembered, most recently active first
 
 # DESIGN §4 mapping of a band to XMPP <show/> (None: no show, i.e. available)
 SHOW: dict[Band, str | None] = {
@@ -61,6 +66,7 @@ class Router:
         # full JIDs that received directed presence from an endpoint (RFC 6121 §4.6.3)
         self._directed: dict[JID, set[JID]] = {}
         self._replaying: set[str] = set()
+        self._recent: dict[frozenset[JID], deque[tuple[float, Message]]] = {}
         self.counters = {"messages": 0, "offline_stored": 0, "presence": 0}
         accounts.on_removed.append(self._account_removed)
         accounts.on_disabled.append(self._account_disabled)
@@ -426,6 +432,8 @@ class Router:
                 return succeed(None)
         if msg.type == "groupchat":
             raise Undeliverable("service-unavailable")
+        if msg.type == "chat" and msg.body is not None:
+            self._remember_chat(msg)
         candidates = [
             e for e in self.sessions.available(user) if e.presence and e.presence.priority >= 0
         ]
@@ -442,6 +450,24 @@ class Router:
         if msg.type in ("headline", "error"):
             return succeed(None)  # §8.5.2.2: silently dropped when nobody is there
         return self._store_offline(user, msg)
+
+    def _remember_chat(self, msg: Message) -> None:
+        """Keep the last lines of each one-to-one chat, for a conference it turns into."""
+        key = frozenset((msg.sender.bare, msg.to.bare))
+        lines = self._recent.pop(key, None)
+        if lines is None:
+            lines = deque(maxlen=RECENT_LINES)
+            if len(self._recent) >= RECENT_PAIRS:
+                # the least recently active pair goes (the dict keeps activity order)
+                del self._recent[next(iter(self._recent))]
+        self._recent[key] = lines
+        lines.append((time.time(), msg))
+
+    def recent_chat(self, a: JID, b: JID, n: int, max_age: float) -> list[tuple[float, Message]]:
+        """The last `n` lines between a and b from the last `max_age` seconds, oldest first."""
+        cutoff = time.time() - max_age
+        lines = [x for x in self._recent.get(frozenset((a.bare, b.bare)), ()) if x[0] >= cutoff]
+        return lines[-n:]
 
     def _store_offline(self, user: str, msg: Message) -> Deferred[None]:
         if not self.offline_enabled:

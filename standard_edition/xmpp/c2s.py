@@ -26,6 +26,7 @@ from standard_edition.core.router import Router
 from standard_edition.core.subscription import Kind
 from standard_edition.xmpp import sasl
 from standard_edition.xmpp.iq import IqHandlers
+from standard_edition.xmpp.muc import MucService
 from standard_edition.xmpp.stanzas import (
     C,
     StanzaError,
@@ -79,6 +80,7 @@ class C2SContext:
     iq: IqHandlers
     direct_tls: bool = False
     streams: set[C2SProtocol] = field(default_factory=set)
+    muc: MucService | None = None
 
 
 class C2SProtocol(Protocol):
@@ -118,6 +120,8 @@ class C2SProtocol(Protocol):
         if self.timeout is not None and self.timeout.active():
             self.timeout.cancel()
         if self.jid is not None and self.jid.resource is not None:
+            if self.ctx.muc is not None:
+                self.ctx.muc.endpoint_gone(self.jid)
             self.ctx.router.unbind(self)
 
     def _auth_timed_out(self) -> None:
@@ -428,6 +432,10 @@ class C2SProtocol(Protocol):
     def _message(self, el: ET.Element) -> None:
         assert self.jid is not None
         to = self._target(el)
+        muc = self.ctx.muc
+        if muc is not None and to.domain == muc.domain:
+            muc.message(self, el, to)
+            return
         if to.domain != self.ctx.domain:
             raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
         if to.local is None:
@@ -435,6 +443,8 @@ class C2SProtocol(Protocol):
         msg = message_from_stanza(el, self.jid, to)
         d = self.ctx.router.route_message(msg)
         d.addErrback(self._undelivered, el)
+        if muc is not None and el.find("{jabber:x:conference}x") is not None:
+            muc.direct_invite_seen(self.jid, to, el)
 
     def _undelivered(self, f: failure.Failure, el: ET.Element) -> None:
         if f.check(Undeliverable):
@@ -449,6 +459,12 @@ class C2SProtocol(Protocol):
         ptype = el.get("type")
         to = None if el.get("to") is None else self._target(el)
         router = self.ctx.router
+        muc = self.ctx.muc
+        if muc is not None and to is not None and to.domain == muc.domain:
+            muc.presence(self, el, to)
+            return
+        if muc is not None and to is None and ptype == "unavailable":
+            muc.endpoint_gone(self.jid)  # going offline leaves every room
         if ptype in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
             if to is None or to.local is None:
                 raise StanzaError("bad-request", "a subscription needs a contact address")
@@ -477,6 +493,11 @@ class C2SProtocol(Protocol):
         if itype not in ("get", "set", "result", "error") or el.get("id") is None:
             raise StanzaError("bad-request", "an iq needs an id and a type")
         to = self._target(el) if el.get("to") is not None else None
+        if self.ctx.muc is not None and to is not None and to.domain == self.ctx.muc.domain:
+            answer = self.ctx.muc.iq(self, el, to)
+            if answer is not None:
+                self.send_stanza(answer)
+            return
         if to is not None and to.domain == self.ctx.domain and to.local is not None and to.resource:
             # addressed to one endpoint of a user: pass it through (RFC 6121 §8.5.3.1)
             if self._route_iq_to_endpoint(el, to):

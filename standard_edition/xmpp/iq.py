@@ -154,6 +154,10 @@ class IqHandlers:
             raise StanzaError("item-not-found", "no such node")
         reply = _result(iq)
         out = sub(reply, "{" + NS_DISCO_ITEMS + "}query")
+        if node is None:
+            # XEP-0045 §6.1: the conference service is found through the server's items
+            conference = {"jid": f"conference.{self.domain}", "name": "Conferences"}
+            sub(out, "{" + NS_DISCO_ITEMS + "}item", conference)
         if node == adhoc.NS_COMMANDS:
             # XEP-0050 §2.2: the commands a user may run
             out.set("node", node)

@@ -1,0 +1,532 @@
+"""XEP-0045 multi-user chat on conference.<domain>, for XMPP clients.
+
+The room rules live in conference/rooms.py; this module turns stanzas addressed to the
+conference service into room operations and renders the results: occupant presence with
+muc#user items and status codes, history with XEP-0203 delays, subject, invitations (mediated
+§7.8 with §7.9's <continue/>, kept), kicks and the owner's configuration form.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from standard_edition.conference.rooms import Line, Occupant, Room, RoomError, Rooms
+from standard_edition.core.jid import JID, InvalidJID, parse_jid
+from standard_edition.core.model import Message
+from standard_edition.xmpp.stanzas import C, StanzaError, error_reply, sub
+
+if TYPE_CHECKING:
+    from standard_edition.core.router import Router
+    from standard_edition.xmpp.c2s import C2SProtocol
+
+NS_MUC = "http://jabber.org/protocol/muc"
+MUC = "{" + NS_MUC + "}"
+USER = "{" + NS_MUC + "#user}"
+ADMIN = "{" + NS_MUC + "#admin}"
+OWNER = "{" + NS_MUC + "#owner}"
+CONF = "{jabber:x:conference}"
+DATA = "{jabber:x:data}"
+DISCO_INFO = "{http://jabber.org/protocol/disco#info}"
+DISCO_ITEMS = "{http://jabber.org/protocol/disco#items}"
+ESCALATION_LINES = 20  # DESIGN §5: up to 20 lines of the last hour come along
+ESCALATION_AGE = 3600.0
+
+
+class MucService:
+    def __init__(self, domain: str, router: Router) -> None:
+        self.domain = f"conference.{domain}"
+        self.router = router
+        self.rooms = Rooms(self.domain)
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def _send(self, to: JID, el: ET.Element) -> None:
+        ep = self.router.sessions.get(to)
+        if ep is None:
+            return
+        deliver = getattr(ep, "deliver_stanza", None)
+        if deliver is not None:
+            deliver(el)
+        elif el.tag == C + "message" and el.findtext(C + "body"):
+            # an endpoint that speaks no XML (SIP) gets the line as a plain message
+            sender = parse_jid(el.get("from", self.domain))
+            ep.deliver_message(Message(sender, to, "groupchat", el.findtext(C + "body")))
+
+    def _occupant_presence(
+        self,
+        room: Room,
+        occ: Occupant,
+        to: Occupant,
+        *,
+        gone: bool = False,
+        codes: tuple[str, ...] = (),
+    ) -> ET.Element:
+        el = ET.Element(C + "presence", {"from": f"{room.jid}/{occ.nick}"})
+        if gone:
+            el.set("type", "unavailable")
+        elif occ.presence is not None:
+            for child in occ.presence:
+                if not child.tag.startswith(MUC):
+                    el.append(child)
+        x = sub(el, USER + "x")
+        # non-anonymous rooms: everyone sees real addresses (XEP-0045 §7.2.4 status 100)
+        item = sub(
+            x,
+            USER + "item",
+            {"affiliation": room.affiliation(occ.jid), "role": "none" if gone else occ.role},
+        )
+        item.set("jid", str(occ.jid))
+        for code in codes:
+            sub(x, USER + "status", {"code": code})
+        if to is occ and not gone:
+            sub(x, USER + "status", {"code": "100"})
+        return el
+
+    def _broadcast_presence(
+        self, room: Room, occ: Occupant, *, gone: bool = False, codes: tuple[str, ...] = ()
+    ) -> None:
+        for other in list(room.occupants.values()) + ([occ] if gone else []):
+            own = ("110", *codes) if other is occ else codes
+            self._send(other.jid, self._occupant_presence(room, occ, other, gone=gone, codes=own))
+
+    # -- entry points from the c2s stream ------------------------------------------------------
+
+    def room_of(self, to: JID) -> Room | None:
+        return self.rooms.get(to.local or "") if to.local else None
+
+    def presence(self, stream: C2SProtocol, el: ET.Element, to: JID) -> None:
+        assert stream.jid is not None
+        me = stream.jid
+        if to.local is None:
+            return
+        ptype = el.get("type")
+        room = self.room_of(to)
+        if ptype == "unavailable":
+            if room is not None:
+                self._leave(room, me)
+            return
+        if ptype not in (None, "error") or to.resource is None:
+            if to.resource is None and ptype is None:
+                raise StanzaError("jid-malformed", "join with room@service/nickname")
+            return
+        nick = to.resource
+        room = room or self.rooms.get_or_create(to.local)
+        occ = room.occupant_by_jid(me)
+        try:
+            if occ is not None and occ.nick != nick:
+                self._change_nick(room, me, nick)
+                return
+            if occ is not None:
+                occ.presence = el
+                self._broadcast_presence(room, occ)
+                return
+            occ, created = room.join(me, nick)
+        except RoomError as e:
+            self.rooms.discard_if_empty(room)
+            reply = error_reply(el, e.condition, e.text)
+            reply.set("from", f"{room.jid}/{nick}")
+            stream.send_stanza(reply)
+            return
+        occ.presence = el
+        self._joined(room, occ, created, el.find(MUC + "x"))
+
+    def _joined(self, room: Room, occ: Occupant, created: bool, muc_x: ET.Element | None) -> None:
+        # XEP-0045 §7.2.3: others' presence first, then the new occupant's to everyone
+        for other in room.occupants.values():
+            if other is not occ:
+                self._send(occ.jid, self._occupant_presence(room, other, occ))
+        self._broadcast_presence(room, occ, codes=("201",) if created else ())
+        for line in self._history_for(room, muc_x):
+            self._send(occ.jid, self._line(room, line, delayed=True))
+        # §7.2.15: the subject (empty when none) marks the end of the join
+        subj = ET.Element(C + "message", {"from": str(room.jid), "type": "groupchat"})
+        sub(subj, C + "subject", text=room.subject)
+        self._send(occ.jid, subj)
+
+    def _history_for(self, room: Room, muc_x: ET.Element | None) -> list[Line]:
+        lines = list(room.history)
+        hist = muc_x.find(MUC + "history") if muc_x is not None else None
+        if hist is None:
+            return lines[-20:]
+        try:
+            if hist.get("maxstanzas") is not None:
+                n = max(0, int(hist.get("maxstanzas", "0")))
+                lines = lines[-n:] if n else []
+            if hist.get("seconds") is not None:
+                cutoff = time.time() - int(hist.get("seconds", "0"))
+                lines = [x for x in lines if x.stamp >= cutoff]
+            if hist.get("since") is not None:
+                since = datetime.fromisoformat(hist.get("since", "").replace("Z", "+00:00"))
+                lines = [x for x in lines if x.stamp >= since.timestamp()]
+        except ValueError:
+            pass  # a malformed history request gets the default history
+        return lines
+
+    def _change_nick(self, room: Room, me: JID, nick: str) -> None:
+        occ, old = room.change_nick(me, nick)
+        # §7.6: unavailable under the old nick with status 303, then available under the new
+        for other in room.occupants.values():
+            el = ET.Element(C + "presence", {"from": f"{room.jid}/{old}", "type": "unavailable"})
+            x = sub(el, USER + "x")
+            sub(
+                x,
+                USER + "item",
+                {
+                    "affiliation": room.affiliation(occ.jid),
+                    "role": occ.role,
+                    "jid": str(occ.jid),
+                    "nick": nick,
+                },
+            )
+            sub(x, USER + "status", {"code": "303"})
+            if other is occ:
+                sub(x, USER + "status", {"code": "110"})
+            self._send(other.jid, el)
+        self._broadcast_presence(room, occ)
+
+    def _leave(self, room: Room, me: JID, codes: tuple[str, ...] = ()) -> None:
+        occ = room.leave(me)
+        if occ is None:
+            return
+        self._broadcast_presence(room, occ, gone=True, codes=codes)
+        self.rooms.discard_if_empty(room)
+
+    def endpoint_gone(self, jid: JID) -> None:
+        """A session ended: it leaves every room it was in."""
+        for room in self.rooms.rooms_of(jid):
+            self._leave(room, jid)
+
+    def message(self, stream: C2SProtocol, el: ET.Element, to: JID) -> None:
+        assert stream.jid is not None
+        me = stream.jid
+        room = self.room_of(to)
+        if room is None:
+            raise StanzaError("item-not-found", "no such room")
+        if to.resource is not None:
+            self._private(room, me, to.resource, el)
+            return
+        x = el.find(USER + "x")
+        if x is not None and x.find(USER + "invite") is not None:
+            self._invite(stream, room, me, el, x)
+            return
+        if el.get("type") != "groupchat":
+            raise StanzaError("bad-request", "messages to a room are type groupchat")
+        try:
+            occ = room.speaker(me)
+        except RoomError as e:
+            raise StanzaError(e.condition, e.text) from None
+        subject = el.findtext(C + "subject")
+        if subject is not None:
+            room.subject, room.subject_by = subject, occ.nick
+        body = el.findtext(C + "body")
+        payload = tuple(ch for ch in el if ch.tag != "{urn:xmpp:delay}delay")
+        stamp = _delay_stamp(el)
+        line = Line(
+            occ.nick, me, body, payload, stamp if stamp is not None else time.time(), subject
+        )
+        if body is not None or subject is not None:
+            room.history.append(line)
+        out = self._line(room, line, delayed=stamp is not None, msg_id=el.get("id"))
+        for other in room.occupants.values():
+            self._send(other.jid, out)
+
+    def _line(
+        self, room: Room, line: Line, *, delayed: bool, msg_id: str | None = None
+    ) -> ET.Element:
+        el = ET.Element(C + "message", {"from": f"{room.jid}/{line.nick}", "type": "groupchat"})
+        if msg_id:
+            el.set("id", msg_id)
+        el.extend(line.payload)
+        if delayed:
+            stamp = datetime.fromtimestamp(line.stamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            sub(el, "{urn:xmpp:delay}delay", {"from": str(room.jid), "stamp": stamp})
+        return el
+
+    def _private(self, room: Room, me: JID, nick: str, el: ET.Element) -> None:
+        occ = room.occupant_by_jid(me)
+        if occ is None:
+            raise StanzaError("not-acceptable", "you are not in this room")
+        target = room.occupants.get(nick)
+        if target is None:
+            raise StanzaError("item-not-found", "no one by that nickname")
+        out = ET.Element(
+            C + "message", {"from": f"{room.jid}/{occ.nick}", "type": el.get("type", "chat")}
+        )
+        out.extend(list(el))
+        x = sub(out, USER + "x")
+        del x  # §7.5: private messages carry an empty muc#user x
+        self._send(target.jid, out)
+
+    def _invite(
+        self, stream: C2SProtocol, room: Room, me: JID, el: ET.Element, x: ET.Element
+    ) -> None:
+        """§7.8.2 mediated invitations (with §7.9's <continue/> kept as sent)."""
+        for inv in x.findall(USER + "invite"):
+            try:
+                invitee = parse_jid(inv.get("to", "")).bare
+            except InvalidJID:
+                raise StanzaError("jid-malformed", "the invitee's address is not valid") from None
+            if self.router.local_user(invitee) is None:
+                raise StanzaError("item-not-found", f"no user {invitee}")
+            try:
+                room.invite(me, invitee)
+            except RoomError as e:
+                raise StanzaError(e.condition, e.text) from None
+            if inv.find(USER + "continue") is not None:
+                self._seed_history(room, me, invitee)
+            out = ET.Element(C + "message", {"from": str(room.jid)})
+            ox = sub(out, USER + "x")
+            oinv = sub(ox, USER + "invite", {"from": str(me)})
+            for child in inv:
+                oinv.append(child)
+            # XEP-0249 alongside, for clients that only read direct invitations
+            direct = {"jid": str(room.jid)}
+            cont = inv.find(USER + "continue")
+            if cont is not None:
+                direct["continue"] = "true"
+                if cont.get("thread"):
+                    direct["thread"] = cont.get("thread", "")
+            reason = inv.findtext(USER + "reason")
+            if reason:
+                direct["reason"] = reason
+            sub(out, CONF + "x", direct)
+            body = f"{me.bare} invites you to the conference {room.jid}"
+            sub(out, C + "body", text=body + (f": {reason}" if reason else ""))
+            for ep in self.router.sessions.available(invitee.local or ""):
+                deliver = getattr(ep, "deliver_stanza", None)
+                if deliver is not None:
+                    deliver(out)
+                else:
+                    ep.deliver_message(
+                        Message(room.jid, ep.jid, "normal", out.findtext(C + "body"))
+                    )
+
+    def _seed_history(self, room: Room, inviter: JID, invitee: JID) -> None:
+        """DESIGN §5: when the inviting client did not send the one-to-one lines itself, the
+        room starts with the last lines of that conversation."""
+        if any(
+            line.sender.bare == inviter.bare and line.stamp < room.created for line in room.history
+        ):
+            return  # the client sent its own copy of the history (§7.9): keep it verbatim
+        if room.seeded:
+            return
+        recent = self.router.recent_chat(
+            inviter.bare, invitee.bare, ESCALATION_LINES, ESCALATION_AGE
+        )
+        if not recent:
+            return
+        room.seeded = True
+        seeded = [
+            Line(
+                msg.sender.local or str(msg.sender), msg.sender, msg.body, (_body(msg.body),), stamp
+            )
+            for stamp, msg in recent
+        ]
+        room.history.extendleft(reversed(seeded))
+
+    def direct_invite_seen(self, sender: JID, to: JID, el: ET.Element) -> None:
+        """XEP-0249: a direct invitation sent user to user also puts the invitee on the
+        member list of an ad hoc room the sender is in."""
+        x = el.find(CONF + "x")
+        if x is None:
+            return
+        try:
+            room_jid = parse_jid(x.get("jid", ""))
+        except InvalidJID:
+            return
+        room = self.room_of(room_jid) if room_jid.domain == self.domain else None
+        if room is None:
+            return
+        try:
+            room.invite(sender, to.bare)
+        except RoomError:
+            return
+        if x.get("continue") == "true":
+            self._seed_history(room, sender, to.bare)
+
+    def iq(self, stream: C2SProtocol, el: ET.Element, to: JID) -> ET.Element | None:
+        assert stream.jid is not None
+        if el.get("type") in ("result", "error"):
+            return None
+        child = el[0] if len(el) == 1 else None
+        if child is None:
+            return error_reply(el, "bad-request", "an iq get/set carries exactly one child")
+        if to.local is None:
+            return self._service_iq(el, child)
+        room = self.room_of(to)
+        if room is None:
+            return error_reply(el, "item-not-found", "no such room")
+        if to.resource is not None:
+            return error_reply(el, "service-unavailable")
+        try:
+            if child.tag == DISCO_INFO + "query":
+                return self._room_info(el, room)
+            if child.tag == DISCO_ITEMS + "query":
+                return _result(el, child.tag)
+            if child.tag == OWNER + "query":
+                return self._owner(stream, el, child, room)
+            if child.tag == ADMIN + "query":
+                return self._admin(stream, el, child, room)
+        except RoomError as e:
+            return error_reply(el, e.condition, e.text)
+        return error_reply(el, "service-unavailable")
+
+    def _service_iq(self, el: ET.Element, child: ET.Element) -> ET.Element:
+        if child.tag == DISCO_INFO + "query" and el.get("type") == "get":
+            reply = _result(el, child.tag)
+            q = reply[0]
+            sub(
+                q,
+                DISCO_INFO + "identity",
+                {"category": "conference", "type": "text", "name": "Conferences"},
+            )
+            sub(q, DISCO_INFO + "feature", {"var": NS_MUC})
+            sub(q, DISCO_INFO + "feature", {"var": "http://jabber.org/protocol/disco#info"})
+            sub(q, DISCO_INFO + "feature", {"var": "http://jabber.org/protocol/disco#items"})
+            return reply
+        if child.tag == DISCO_ITEMS + "query" and el.get("type") == "get":
+            reply = _result(el, child.tag)
+            for room in self.rooms.all():
+                if room.persistent or not room.members_only:
+                    sub(
+                        reply[0],
+                        DISCO_ITEMS + "item",
+                        {"jid": str(room.jid), "name": room.name or room.jid.local or ""},
+                    )
+            return reply
+        return error_reply(el, "service-unavailable")
+
+    def _room_info(self, el: ET.Element, room: Room) -> ET.Element:
+        reply = _result(el, DISCO_INFO + "query")
+        q = reply[0]
+        sub(
+            q,
+            DISCO_INFO + "identity",
+            {"category": "conference", "type": "text", "name": room.name or room.jid.local or ""},
+        )
+        for f in (
+            NS_MUC,
+            "muc_membersonly" if room.members_only else "muc_open",
+            "muc_persistent" if room.persistent else "muc_temporary",
+            "muc_nonanonymous",
+            "muc_unmoderated",
+            "muc_unsecured",
+        ):
+            sub(q, DISCO_INFO + "feature", {"var": f})
+        return reply
+
+    def _owner(self, stream: C2SProtocol, el: ET.Element, q: ET.Element, room: Room) -> ET.Element:
+        """§10: the owner's configuration form; instant rooms submit it empty."""
+        assert stream.jid is not None
+        if room.affiliation(stream.jid) != "owner":
+            raise RoomError("forbidden", "only the room's owner may configure it")
+        if el.get("type") == "get":
+            reply = _result(el, OWNER + "query")
+            x = sub(reply[0], DATA + "x", {"type": "form"})
+            sub(x, DATA + "title", text=f"Configuration of {room.jid}")
+            for var, ftype, value in (
+                ("FORM_TYPE", "hidden", NS_MUC + "#roomconfig"),
+                ("muc#roomconfig_roomname", "text-single", room.name),
+                ("muc#roomconfig_persistentroom", "boolean", "1" if room.persistent else "0"),
+                ("muc#roomconfig_membersonly", "boolean", "1" if room.members_only else "0"),
+            ):
+                f = sub(x, DATA + "field", {"var": var, "type": ftype})
+                sub(f, DATA + "value", text=value)
+            return reply
+        x = q.find(DATA + "x")
+        if x is not None and x.get("type") == "submit":
+            for f in x.findall(DATA + "field"):
+                value = f.findtext(DATA + "value") or ""
+                var = f.get("var")
+                if var == "muc#roomconfig_roomname":
+                    room.name = value[:200]
+                elif var == "muc#roomconfig_persistentroom":
+                    room.persistent = value in ("1", "true")
+                elif var == "muc#roomconfig_membersonly":
+                    room.members_only = value in ("1", "true")
+        return _result(el, None)
+
+    def _admin(self, stream: C2SProtocol, el: ET.Element, q: ET.Element, room: Room) -> ET.Element:
+        """§8.2 kick (role none) and §9/§10 affiliations (member, outcast, none)."""
+        assert stream.jid is not None
+        me = stream.jid
+        if el.get("type") == "get":
+            wanted = {i.get("affiliation") for i in q.findall(ADMIN + "item")}
+            reply = _result(el, ADMIN + "query")
+            for jid, aff in sorted(room.affiliations.items(), key=lambda kv: str(kv[0])):
+                if aff in wanted:
+                    sub(reply[0], ADMIN + "item", {"jid": str(jid), "affiliation": aff})
+            return reply
+        for item in q.findall(ADMIN + "item"):
+            if item.get("role") == "none" and item.get("nick"):
+                target = room.kick(me, item.get("nick", ""))
+                self._broadcast_presence(room, target, gone=True, codes=("307",))
+                self._send(
+                    target.jid,
+                    self._occupant_presence(room, target, target, gone=True, codes=("307", "110")),
+                )
+            elif item.get("affiliation") in ("member", "outcast", "none") and item.get("jid"):
+                if room.affiliation(me) not in ("owner", "admin"):
+                    raise RoomError("forbidden", "only owners and admins change affiliations")
+                try:
+                    who = parse_jid(item.get("jid", "")).bare
+                except InvalidJID:
+                    raise RoomError("jid-malformed", "not a valid address") from None
+                aff = item.get("affiliation", "none")
+                if aff == "none":
+                    room.affiliations.pop(who, None)
+                else:
+                    room.affiliations[who] = aff
+                if aff == "outcast":
+                    for occ in room.occupants_of(who):
+                        self._leave(room, occ.jid, codes=("301",))
+            else:
+                raise RoomError("bad-request", "unsupported admin item")
+        return _result(el, None)
+
+    def listing(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "room": str(r.jid),
+                "name": r.name,
+                "persistent": r.persistent,
+                "members_only": r.members_only,
+                "occupants": [
+                    {"nick": o.nick, "jid": str(o.jid), "role": o.role}
+                    for o in r.occupants.values()
+                ],
+                "members": sorted(str(j) for j, a in r.affiliations.items() if a != "outcast"),
+                "history": len(r.history),
+            }
+            for r in self.rooms.all()
+        ]
+
+
+def _body(text: str | None) -> ET.Element:
+    el = ET.Element(C + "body")
+    el.text = text or ""
+    return el
+
+
+def _delay_stamp(el: ET.Element) -> float | None:
+    d = el.find("{urn:xmpp:delay}delay")
+    if d is None:
+        return None
+    try:
+        return datetime.fromisoformat(d.get("stamp", "").replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _result(el: ET.Element, child_tag: str | None) -> ET.Element:
+    reply = ET.Element(C + "iq", {"type": "result", "id": el.get("id", "")})
+    if el.get("to"):
+        reply.set("from", el.get("to", ""))
+    if el.get("from"):
+        reply.set("to", el.get("from", ""))
+    if child_tag is not None:
+        sub(reply, child_tag)
+    return reply
