@@ -419,11 +419,20 @@ class Router:
         if self.presence.is_blocked(user, msg.sender):
             # a blocked contact learns nothing, not even that the account exists
             raise Undeliverable("service-unavailable")
+        sender_eps = self.sessions.available(sender_user) if sender_user is not None else []
+        if sender_eps and _carbon_copy(msg):
+            # XEP-0280 §7: the sender's other clients see what it sent
+            for ep in sender_eps:
+                if ep.jid != msg.sender and getattr(ep, "carbons", False):
+                    ep.deliver_carbon(msg, "sent")
+        if msg.type == "chat" and msg.body is not None:
+            self._remember_chat(msg)
         if msg.to.resource is not None:
             target = self.sessions.get(msg.to)
             if target is not None:
                 # §8.5.3.1: a connected resource gets the message whatever its presence
                 target.deliver_message(msg)
+                self._carbons_received(user, msg, [target])
                 return succeed(None)
             if msg.type in ("groupchat", "headline", "error"):
                 # §8.5.3.2.1: these are not rerouted to the bare address
@@ -432,8 +441,6 @@ class Router:
                 return succeed(None)
         if msg.type == "groupchat":
             raise Undeliverable("service-unavailable")
-        if msg.type == "chat" and msg.body is not None:
-            self._remember_chat(msg)
         candidates = [
             e for e in self.sessions.available(user) if e.presence and e.presence.priority >= 0
         ]
@@ -446,10 +453,19 @@ class Router:
                 targets = [e for e in candidates if e.presence and e.presence.priority == top]
             for ep in targets:
                 ep.deliver_message(msg)
+            self._carbons_received(user, msg, targets)
             return succeed(None)
         if msg.type in ("headline", "error"):
             return succeed(None)  # §8.5.2.2: silently dropped when nobody is there
         return self._store_offline(user, msg)
+
+    def _carbons_received(self, user: str, msg: Message, delivered: list[Endpoint]) -> None:
+        """XEP-0280 §6: the recipient's other clients that asked for it get a copy."""
+        if not _carbon_copy(msg):
+            return
+        for ep in self.sessions.available(user):
+            if ep not in delivered and getattr(ep, "carbons", False):
+                ep.deliver_carbon(msg, "received")
 
     def _remember_chat(self, msg: Message) -> None:
         """Keep the last lines of each one-to-one chat, for a conference it turns into."""
@@ -501,3 +517,13 @@ class Router:
         d.addCallback(deliver)
         d.addErrback(lambda f: log.err(f, f"offline messages for {user}"))
         d.addBoth(done)
+
+
+_NO_COPY = {"{urn:xmpp:carbons:2}private", "{urn:xmpp:hints}no-copy"}
+
+
+def _carbon_copy(msg: Message) -> bool:
+    """XEP-0280 §6.1: chat messages, and normal ones with a body, unless marked private."""
+    if msg.type not in ("chat", "normal") or (msg.type == "normal" and msg.body is None):
+        return False
+    return not any(el.tag in _NO_COPY for el in msg.payload)

@@ -57,6 +57,7 @@ NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 NS_SASL_CB = "urn:xmpp:sasl-cb:0"
 NS_LIMITS = "urn:xmpp:stream-limits:0"
+NS_CARBONS = "urn:xmpp:carbons:2"
 FEATURES = b"<stream:features>"
 FEATURES_END = b"</stream:features>"
 
@@ -104,6 +105,7 @@ class C2SProtocol(Protocol):
         self.since = time.time()
         self.presence: Presence | None = None
         self.interested = False
+        self.carbons = False  # XEP-0280: copies of this user's messages on other clients
         self._push_id = 0
 
     # -- connection --------------------------------------------------------------------------
@@ -527,6 +529,17 @@ class C2SProtocol(Protocol):
     def deliver_message(self, msg: Message) -> None:
         assert self.jid is not None
         self.send_stanza(message_stanza(msg, self.jid, self.ctx.domain))
+
+    def deliver_carbon(self, msg: Message, direction: str) -> None:
+        """XEP-0280: a copy of a message this user sent or got on another client."""
+        assert self.jid is not None
+        outer = ET.Element(
+            C + "message", {"from": str(self.jid.bare), "to": str(self.jid), "type": msg.type}
+        )
+        wrapper = sub(outer, f"{{{NS_CARBONS}}}{direction}")
+        forwarded = sub(wrapper, "{urn:xmpp:forward:0}forwarded")
+        forwarded.append(message_stanza(msg, msg.to, self.ctx.domain))
+        self.send_stanza(outer)
 
     def deliver_presence(self, sender: JID, presence: Presence | None) -> None:
         assert self.jid is not None

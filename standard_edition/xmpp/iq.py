@@ -33,6 +33,7 @@ NS_PING = "urn:xmpp:ping"
 NS_VERSION = "jabber:iq:version"
 NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 NS_BLOCKING = "urn:xmpp:blocking"
+NS_CARBONS = "urn:xmpp:carbons:2"
 NS_OFFLINE = "msgoffline"  # XEP-0160 §6 feature
 MAX_ROSTER_NAME = 1024
 MAX_GROUPS = 64
@@ -59,6 +60,8 @@ class IqHandlers:
             (NS_DISCO_INFO, "query"): self._account_disco_info,
             (NS_DISCO_ITEMS, "query"): self._account_disco_items,
             (NS_PING, "ping"): self._ping,
+            (NS_CARBONS, "enable"): self._carbons,
+            (NS_CARBONS, "disable"): self._carbons,
             (NS_BLOCKING, "blocklist"): self._blocklist,
             (NS_BLOCKING, "block"): self._block,
             (NS_BLOCKING, "unblock"): self._block,
@@ -70,6 +73,7 @@ class IqHandlers:
             NS_DISCO_ITEMS,
             NS_PING,
             NS_BLOCKING,
+            NS_CARBONS,
             adhoc.NS_COMMANDS,
             "urn:xmpp:delay",
             "urn:xmpp:idle:1",
@@ -214,6 +218,15 @@ class IqHandlers:
         reply = _result(iq)
         sub(reply, "{" + NS_DISCO_ITEMS + "}query")
         return reply
+
+    def _carbons(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
+        """XEP-0280 §4: enable or disable carbons for this client."""
+        if iq.get("type") != "set":
+            raise StanzaError("bad-request", "carbons are enabled with an iq set")
+        stream.carbons = q.tag.endswith("}enable")
+        return _result(iq)
 
     def _blocklist(
         self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
