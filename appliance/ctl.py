@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from appliance import archive_cli
 from appliance.control_client import ControlClient, ControlClientError
 from standard_edition import __version__, config
 from standard_edition.presence.model import STATE_NAMES
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     roomsub = rooms.add_subparsers(dest="conference_command", metavar="ACTION", required=True)
     leaf(roomsub, "list", "conference list", "list the rooms and who is in them")
+    archive_cli.add_parser(commands)
     leaf(commands, "status", "status", "show the server's version, uptime, listeners, counts")
     leaf(commands, "sessions", "sessions", "list the sessions signed in now")
     return parser
@@ -500,6 +502,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = config.load(config.locate(args.config))
     except config.ConfigError as e:
         raise UserError(str(e)) from None
+    if args.command.startswith("archive "):
+        # searches, exports and verify of a large archive take a while
+        with ControlClient(cfg.control_socket, timeout=600) as client:
+            return archive_cli.run(args, client)
     request, human = COMMANDS[args.command]
     cmd, cmd_args = request(args)
     with ControlClient(cfg.control_socket) as client:
@@ -522,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         return run(args)
-    except (UserError, ControlClientError) as e:
+    except (UserError, ControlClientError, archive_cli.ArchiveUsage) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         print(file=sys.stderr)

@@ -181,9 +181,11 @@ class Session:
         return True
 
 
-async def login(port: int, user: str, resource: str, mechanism: str) -> Session:
+async def login(
+    port: int, user: str, resource: str, mechanism: str, session_class: type[Session] = Session
+) -> Session:
     r, w = await asyncio.open_connection("127.0.0.1", port)
-    s = Session(r, w, f"{user}@{DOMAIN}/{resource}")
+    s = session_class(r, w, f"{user}@{DOMAIN}/{resource}")
     try:
         w.write(header())
         await s.until(FEATURES)

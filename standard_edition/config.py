@@ -48,9 +48,15 @@ class Config:
     sip_digest: tuple[str, ...] = ("MD5",)
     im_offline: bool = True
     archive_mode: str = "off"
+    archive_users: tuple[str, ...] = ()
+    archive_internal: bool = True
+    archive_external: bool = True
+    archive_critical: bool = False
+    archive_keep_days: int = 0
     max_stanza_size: int = 262_144
     xmpp_version: bool = False
     privacy_default: bool = False
+    resume_timeout: int = 300
 
     @property
     def control_socket(self) -> Path:
@@ -59,6 +65,10 @@ class Config:
     @property
     def database(self) -> Path:
         return self.data_dir / "se.sqlite3"
+
+    @property
+    def archive_database(self) -> Path:
+        return self.data_dir / "archive.sqlite3"
 
 
 def locate(cli_path: str | None) -> Path | None:
@@ -183,6 +193,32 @@ def _stanza_size(key: str, v: Any) -> int:
     return v
 
 
+def _addresses_of_users(key: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list):
+        raise ConfigError(f'{key}: expected a list of "user@domain" strings, got {v!r}')
+    out = []
+    for a in v:
+        local, at, dom = _str(key, a).partition("@")
+        if not (local and at and dom) or "/" in a or "@" in dom or any(c.isspace() for c in a):
+            raise ConfigError(f"{key}: {a!r} is not a user address (user@domain)")
+        out.append(f"{local}@{_domain(key, dom)}")
+    return tuple(dict.fromkeys(out))
+
+
+def _days(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 36_500:
+        raise ConfigError(
+            f"{key}: expected a number of days from 0 (keep forever) to 36500, got {v!r}"
+        )
+    return v
+
+
+def _resume(key: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 3600:
+        raise ConfigError(f"{key}: expected seconds between 1 and 3600, got {v!r}")
+    return v
+
+
 def _hosts(key: str, v: Any) -> dict[str, dict[str, Address]]:
     if not isinstance(v, dict):
         raise ConfigError(f"{key}: expected a table")
@@ -213,8 +249,15 @@ SCHEMA: dict[str, Check | dict[str, Check]] = {
     },
     "sip": {"digest": _digests},
     "im": {"offline": _bool},
-    "archive": {"mode": _choice("off", "all", "users")},
-    "xmpp": {"max_stanza_size": _stanza_size, "version": _bool},
+    "archive": {
+        "mode": _choice("off", "all", "users"),
+        "users": _addresses_of_users,
+        "internal": _bool,
+        "external": _bool,
+        "critical": _bool,
+        "keep_days": _days,
+    },
+    "xmpp": {"max_stanza_size": _stanza_size, "version": _bool, "resume_timeout": _resume},
     "presence": {"privacy": _bool},
 }
 
@@ -272,7 +315,13 @@ def _build(raw: dict[str, Any], base: Path, source: str) -> Config:
         sip_digest=v.get("sip.digest", ("MD5",)),
         im_offline=v.get("im.offline", True),
         archive_mode=v.get("archive.mode", "off"),
+        archive_users=v.get("archive.users", ()),
+        archive_internal=v.get("archive.internal", True),
+        archive_external=v.get("archive.external", True),
+        archive_critical=v.get("archive.critical", False),
+        archive_keep_days=v.get("archive.keep_days", 0),
         max_stanza_size=v.get("xmpp.max_stanza_size", 262_144),
         xmpp_version=v.get("xmpp.version", False),
         privacy_default=v.get("presence.privacy", False),
+        resume_timeout=v.get("xmpp.resume_timeout", 300),
     )

@@ -17,16 +17,21 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from standard_edition import tls
+from standard_edition.archive.policy import from_config as archive_policy
+from standard_edition.archive.service import Archive
 from standard_edition.config import Address, Config, ConfigError, load
 from standard_edition.control.server import listen_control
 from standard_edition.core.accounts import Accounts
 from standard_edition.core.admin import Admin
+from standard_edition.core.history import MessageHistory
 from standard_edition.core.offline import OfflineStore
 from standard_edition.core.roster import Rosters
 from standard_edition.core.router import Router
 from standard_edition.core.sessions import SessionRegistry
 from standard_edition.core.settings import Settings
 from standard_edition.presence.service import PresenceService
+from standard_edition.sip.service import SipService
+from standard_edition.sip.transport import SipDatagram, SipStreamFactory
 from standard_edition.store.database import Database
 from standard_edition.xmpp.c2s import C2SContext, C2SFactory
 from standard_edition.xmpp.iq import IqHandlers
@@ -48,7 +53,9 @@ class Server:
         self.control_port: Any = None
         self.c2s_contexts: list[C2SContext] = []
         self.router: Router | None = None
+        self.archive: Archive | None = None
         self.tls_options: CurrentTLSOptions | None = None
+        self.sip: SipService | None = None
 
     @defer.inlineCallbacks
     def start(self):  # type: ignore[no-untyped-def]
@@ -102,6 +109,23 @@ class Server:
             offline_enabled=settings.get("im.offline", cfg.im_offline),
         )
         self.router = router
+        router.history = MessageHistory(self.reactor, self.db)
+        # the compliance archive: its own file, its own writer thread (DESIGN §6)
+        archive = Archive(
+            self.reactor,
+            cfg.archive_database,
+            cfg.domain,
+            archive_policy(cfg),
+            settings,
+            protocol_of=lambda jid: ep.protocol if (ep := sessions.get(jid)) else "xmpp",
+        )
+        try:
+            yield archive.open()
+        except Exception as e:
+            raise StartupError(
+                f"data_dir: cannot open the archive {cfg.archive_database}: {e}"
+            ) from None
+        self.archive = router.archive = archive
         iq = IqHandlers(
             cfg.domain, version=cfg.xmpp_version, offline=lambda: router.offline_enabled
         )
@@ -119,6 +143,7 @@ class Server:
                 iq=iq,
                 direct_tls=direct_tls,
                 muc=self.muc,
+                resume_timeout=cfg.resume_timeout,
             )
             self.c2s_contexts.append(ctx)
             return ctx
@@ -128,11 +153,8 @@ class Server:
             self._listen("c2s", addr, C2SFactory(starttls))
         for addr in cfg.listen["c2s_tls"]:
             self._listen("c2s_tls", addr, C2SFactory(direct), tls_options)
-        for key in ("sip", "sip_tls"):
-            if cfg.listen[key]:
-                log.warn(
-                    "listen.{key}: SIP/SIMPLE is not served by this release; not listening", key=key
-                )
+        if cfg.listen["sip"] or cfg.listen["sip_tls"]:
+            yield self._start_sip(router, tls_options)
         for key, addrs in cfg.edge.items():
             if addrs:
                 log.warn(
@@ -140,7 +162,14 @@ class Server:
                     key=key,
                 )
 
-        admin = Admin(cfg, router, self.listeners, settings, rooms_listing=self.muc.listing)
+        admin = Admin(
+            cfg,
+            router,
+            self.listeners,
+            settings,
+            rooms_listing=self.muc.listing,
+            archive=archive,
+        )
         try:
             self.control_port = listen_control(self.reactor, cfg.control_socket, admin, log=log)
         except (OSError, CannotListenError) as e:
@@ -160,6 +189,31 @@ class Server:
 
         return deferToThread(fn, *args)
 
+    @defer.inlineCallbacks
+    def _start_sip(self, router: Router, tls_options: Any):  # type: ignore[no-untyped-def]
+        """SIP/SIMPLE: UDP and TCP on listen.sip, TLS on listen.sip_tls (RFC 3261 §18)."""
+        cfg = self.cfg
+        sip = self.sip = SipService(self.reactor, router, self.db, cfg.domain, cfg.sip_digest)
+        restored = yield sip.start()
+        if restored:
+            log.info("sip: {n} registrations restored", n=restored)
+        for addr in cfg.listen["sip"]:
+            host = "" if addr.host == "*" else addr.host
+            try:
+                udp = self.reactor.listenUDP(addr.port, SipDatagram(sip), interface=host)
+            except CannotListenError as e:
+                raise StartupError(
+                    f"listen.sip: cannot listen on {addr} (udp): {e.socketError}"
+                ) from None
+            udp.maxPacketSize = 65535  # Twisted reads 8 KiB by default: a bigger one is cut
+            sip.transports.udp.append((udp.protocol, udp))
+            self.ports.append(("sip", udp))
+            self._listen("sip", addr, SipStreamFactory(sip.transports, "TCP"))
+            sip.transports.stream_ports.setdefault("TCP", self.ports[-1][1])
+        for addr in cfg.listen["sip_tls"]:
+            self._listen("sip_tls", addr, SipStreamFactory(sip.transports, "TLS"), tls_options)
+            sip.transports.stream_ports.setdefault("TLS", self.ports[-1][1])
+
     def _listen(self, name: str, addr: Address, factory: Any, tls_options: Any = None) -> None:
         factory.noisy = False
         host = "" if addr.host == "*" else addr.host
@@ -178,7 +232,8 @@ class Server:
         out = []
         for name, port in self.ports:
             h = port.getHost()
-            out.append({"name": name, "address": f"{h.host}:{h.port}", "transport": "tcp"})
+            transport = "udp" if getattr(h, "type", "TCP") == "UDP" else "tcp"
+            out.append({"name": name, "address": f"{h.host}:{h.port}", "transport": transport})
         return out
 
     @defer.inlineCallbacks
@@ -187,12 +242,21 @@ class Server:
         for ctx in self.c2s_contexts:
             for stream in list(ctx.streams):
                 stream.stream_error("system-shutdown", "the server is shutting down")
+            for waiting in list(ctx.sm_sessions.values()):
+                if waiting.detached:
+                    waiting.give_up()  # its unacknowledged messages go to offline storage
+        if self.sip is not None:
+            self.sip.stop()
         for _, port in self.ports:
             yield defer.maybeDeferred(port.stopListening)
         if self.control_port is not None:
             yield defer.maybeDeferred(self.control_port.stopListening)
         # give the goodbyes a moment to reach the clients before the process exits
         yield _sleep(self.reactor, 0.2)
+        if self.archive is not None:
+            yield self.archive.close()
+        if self.router is not None and self.router.history is not None:
+            yield self.router.history.flush()
         yield self.db.close()
         log.info("stopped")
 

@@ -93,3 +93,49 @@ class ControlAPI(Protocol):
 
     # "conference.list" {} -> [{"room", "name", "persistent", "members_only", "occupants": [...]}]
     def conference_list(self) -> Result: ...
+
+    # "archive.policy.show" {} -> {"mode", "users", "internal", "external", "critical",
+    #   "keep_days", "source": {setting: "config" | "se-ctl"}}
+    def archive_policy_show(self) -> Result: ...
+
+    # "archive.policy.set" {"mode"?, "users"? (replaces), "add"?, "remove"?, "internal"?,
+    #   "external"?, "critical"?, "keep_days"?} -> archive.policy.show; stored (wins over
+    #   config.toml until config.reset), in force at once, and recorded in the archive
+    def archive_policy_set(
+        self,
+        mode: str | None = None,
+        users: list[str] | None = None,
+        add: list[str] | None = None,
+        remove: list[str] | None = None,
+        internal: bool | None = None,
+        external: bool | None = None,
+        critical: bool | None = None,
+        keep_days: int | None = None,
+    ) -> Result: ...
+
+    # "archive.search" {"user"?, "peer"? (address or *@domain), "room"?, "since"?, "until"?
+    #   (YYYY-MM-DD: whole days, server time zone, inclusive; or ISO 8601), "text"? (FTS5),
+    #   "protocol"?, "after"? (cursor), "limit"? (1..5000), "count"?}
+    #   -> {"records": [{"id", "time", "ts", "sender", "recipient", "room", "body", ...}],
+    #       "next": cursor | null, "total"? }
+    def archive_search(
+        self,
+        user: str | None = None,
+        peer: str | None = None,
+        room: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        text: str | None = None,
+        protocol: str | None = None,
+        after: int = 0,
+        limit: int = 50,
+        count: bool = False,
+    ) -> Result: ...
+
+    # "archive.purge" {"before": date or date-time} -> {"removed", "before", "first_kept"};
+    #   recorded in the archive's chain
+    def archive_purge(self, before: str) -> Result: ...
+
+    # "archive.verify" {} -> {"ok", "records", "days", "first_id", "last_id", "head",
+    #   "broken": {"id", "day", "reason"} | null}
+    def archive_verify(self) -> Result: ...

@@ -254,6 +254,8 @@ def _wrong_types(name: str, args: dict[str, Any]) -> str | None:
         if hint is None:
             continue
         allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        # list[str] is checked as list; the method checks the items
+        allowed = tuple(typing.get_origin(t) or t for t in allowed)
         if not all(isinstance(t, type) for t in allowed):
             continue
         ok = any(

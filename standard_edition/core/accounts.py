@@ -173,6 +173,7 @@ def _update(db: sqlite_utils.Database, username: str, values: dict[str, Any]) ->
 def _delete(db: sqlite_utils.Database, username: str) -> None:
     db.conn.execute("DELETE FROM roster WHERE owner = ?", (username,))
     db.conn.execute("DELETE FROM offline WHERE owner = ?", (username,))
+    db.conn.execute("DELETE FROM mam WHERE owner = ?", (username,))
     for table, column in (
         ("presence_settings", "username"),
         ("access_levels", "owner"),

@@ -10,6 +10,9 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from standard_edition import __version__
+from standard_edition.archive import store as archive_store
+from standard_edition.archive.policy import PolicyError
+from standard_edition.archive.service import Archive, when
 from standard_edition.config import Config
 from standard_edition.control.api import ControlError
 from standard_edition.core.accounts import Account, AccountError, Accounts
@@ -24,7 +27,14 @@ from standard_edition.presence.model import LABELS, MAX_NOTE, STATE_NAMES, Manua
 # settings se-ctl may change at run time, with their config.toml value
 RUNTIME_KEYS: dict[str, Callable[[Config], Any]] = {
     "im.offline": lambda cfg: cfg.im_offline,
+    "archive.mode": lambda cfg: cfg.archive_mode,
+    "archive.users": lambda cfg: sorted(cfg.archive_users),
+    "archive.internal": lambda cfg: cfg.archive_internal,
+    "archive.external": lambda cfg: cfg.archive_external,
+    "archive.critical": lambda cfg: cfg.archive_critical,
+    "archive.keep_days": lambda cfg: cfg.archive_keep_days,
 }
+MAX_PAGE = 5000  # archive records in one answer over the control socket
 MAX_ICS = 8_000_000  # characters of an iCalendar file sent over the control socket
 
 
@@ -37,7 +47,9 @@ class Admin:
         settings: Settings,
         clock: Callable[[], float] = time.time,
         rooms_listing: Callable[[], list[dict[str, Any]]] | None = None,
+        archive: Archive | None = None,
     ) -> None:
+        self.archive = archive
         self.settings = settings
         self.rooms_listing = rooms_listing
         self.cfg = cfg
@@ -299,6 +311,8 @@ class Admin:
             raise ControlError(
                 "invalid", f"{key}: not a run-time setting; one of: {', '.join(RUNTIME_KEYS)}"
             )
+        if key.startswith("archive.") and self.archive is not None:
+            yield self.archive.reset([key.removeprefix("archive.")])
         yield self.settings.delete(key)
         value = RUNTIME_KEYS[key](self.cfg)
         if key == "im.offline":
@@ -307,6 +321,125 @@ class Admin:
 
     def conference_list(self) -> list[dict[str, Any]]:
         return self.rooms_listing() if self.rooms_listing is not None else []
+
+    # -- archive (DESIGN §6) -------------------------------------------------------------------
+
+    def _archive(self) -> Archive:
+        if self.archive is None:
+            raise ControlError("unavailable", "this server has no archive")
+        return self.archive
+
+    def _bare(self, what: str, jid: str) -> str:
+        try:
+            parsed = parse_jid(jid)
+        except InvalidJID as e:
+            raise ControlError("invalid", f"{what} {jid!r} is not a valid address: {e}") from None
+        if parsed.local is None:
+            raise ControlError("invalid", f"{what} {jid!r}: give an address, user@domain")
+        return str(parsed.bare)
+
+    def archive_policy_show(self) -> dict[str, Any]:
+        return self._archive().policy_json()
+
+    def archive_policy_set(
+        self,
+        mode: str | None = None,
+        users: list[str] | None = None,
+        add: list[str] | None = None,
+        remove: list[str] | None = None,
+        internal: bool | None = None,
+        external: bool | None = None,
+        critical: bool | None = None,
+        keep_days: int | None = None,
+    ) -> Deferred[dict[str, Any]]:
+        archive = self._archive()
+        changes: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("mode", mode),
+                ("internal", internal),
+                ("external", external),
+                ("critical", critical),
+                ("keep_days", keep_days),
+            )
+            if v is not None
+        }
+        for name, given in (("users", users), ("add", add), ("remove", remove)):
+            if given is not None and not all(isinstance(u, str) for u in given):
+                raise ControlError("invalid", f"{name}: expected a list of addresses")
+        if users is not None or add or remove:
+            chosen = set(archive.policy.users if users is None else ())
+            chosen |= {self._bare("user", u) for u in users or ()}
+            chosen |= {self._bare("user", u) for u in add or ()}
+            chosen -= {self._bare("user", u) for u in remove or ()}
+            changes["users"] = sorted(chosen)
+        if not changes:
+            raise ControlError("invalid", "nothing to change; see se-ctl archive policy set --help")
+        try:
+            return archive.set_policy(**changes)  # type: ignore[no-any-return]
+        except PolicyError as e:
+            raise ControlError("invalid", str(e)) from None
+
+    def archive_search(
+        self,
+        user: str | None = None,
+        peer: str | None = None,
+        room: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        text: str | None = None,
+        protocol: str | None = None,
+        after: int = 0,
+        limit: int = 50,
+        count: bool = False,
+    ) -> Deferred[dict[str, Any]]:
+        archive = self._archive()
+        if not 1 <= limit <= MAX_PAGE:
+            raise ControlError("invalid", f"limit: from 1 to {MAX_PAGE}")
+        if peer is not None and not (peer.startswith("*@") and len(peer) > 2):
+            peer = self._bare("peer", peer)
+        elif peer is not None:
+            peer = peer.lower()
+        try:
+            q = archive_store.Query(
+                user=None if user is None else self._bare("user", user),
+                peer=peer,
+                room=None if room is None else self._bare("room", room),
+                since=None if since is None else when(since),
+                until=None if until is None else when(until, end=True),
+                text=text or None,
+                protocol=protocol,
+                after=max(0, after),
+                limit=limit,
+            )
+        except ValueError as e:
+            raise ControlError("invalid", str(e)) from None
+
+        def bad_query(f: Any) -> Any:
+            if f.check(archive_store.QueryError):
+                raise ControlError("invalid", str(f.value))
+            return f
+
+        return archive.search(q, with_count=count).addErrback(bad_query)
+
+    def archive_purge(self, before: str) -> Deferred[dict[str, Any]]:
+        archive = self._archive()
+        try:
+            cutoff = when(before)
+        except ValueError as e:
+            raise ControlError("invalid", f"before: {e}") from None
+        if cutoff > int(self._clock() * 1_000_000):
+            raise ControlError("invalid", f"before: {before!r} is in the future")
+        return archive.purge(cutoff, "se-ctl archive purge").addCallback(
+            lambda p: {
+                "removed": p.removed,
+                "before": archive_store.iso(cutoff),
+                "first_kept": p.first_kept,
+            }
+        )
+
+    def archive_verify(self) -> Deferred[dict[str, Any]]:
+        return self._archive().verify().addCallback(lambda v: v.as_json())
 
     # -- server ------------------------------------------------------------------------------
 
@@ -330,6 +463,7 @@ class Admin:
                 for key, default in RUNTIME_KEYS.items()
             },
             "counters": dict(self.router.counters),
+            "archive": self.archive.status() if self.archive is not None else None,
         }
 
     def sessions(self) -> list[dict[str, Any]]:

@@ -15,7 +15,9 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.python import log
 
+from standard_edition.archive.service import Archive
 from standard_edition.core.accounts import Accounts
+from standard_edition.core.history import MessageHistory
 from standard_edition.core.jid import JID
 from standard_edition.core.model import Message, Presence, RosterItem, Undeliverable
 from standard_edition.core.offline import OfflineStore
@@ -67,7 +69,10 @@ class Router:
         self._directed: dict[JID, set[JID]] = {}
         self._replaying: set[str] = set()
         self._recent: dict[frozenset[JID], deque[tuple[float, Message]]] = {}
+        self.history: MessageHistory | None = None
         self.counters = {"messages": 0, "offline_stored": 0, "presence": 0}
+        # the compliance archive (archive/service.py), set by the server; None: not archiving
+        self.archive: Archive | None = None
         accounts.on_removed.append(self._account_removed)
         accounts.on_disabled.append(self._account_disabled)
 
@@ -419,6 +424,15 @@ class Router:
         if self.presence.is_blocked(user, msg.sender):
             # a blocked contact learns nothing, not even that the account exists
             raise Undeliverable("service-unavailable")
+        archived = self.archive.record(msg) if self.archive is not None else None
+        if archived is not None:
+            # DESIGN §6 critical mode: delivered only once its archive batch has committed;
+            # a failed write refuses it (resource-constraint) instead
+            return archived.addCallback(lambda _: self._deliver(msg, user, sender_user))
+        return self._deliver(msg, user, sender_user)
+
+    def _deliver(self, msg: Message, user: str, sender_user: str | None) -> Deferred[None]:
+        """route_message's second half: the recipient exists and may receive from the sender."""
         sender_eps = self.sessions.available(sender_user) if sender_user is not None else []
         if sender_eps and _carbon_copy(msg):
             # XEP-0280 §7: the sender's other clients see what it sent
@@ -427,6 +441,12 @@ class Router:
                     ep.deliver_carbon(msg, "sent")
         if msg.type == "chat" and msg.body is not None:
             self._remember_chat(msg)
+        if self.history is not None and _carbon_copy(msg):
+            # XEP-0313: both parties keep the line in their own history
+            now = time.time()
+            if sender_user is not None:
+                self.history.record(sender_user, msg.to, True, msg, now)
+            self.history.record(user, msg.sender, False, msg, now)
         if msg.to.resource is not None:
             target = self.sessions.get(msg.to)
             if target is not None:

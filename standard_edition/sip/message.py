@@ -983,6 +983,19 @@ class Headers:
         at = positions[0] if positions else len(self._items)
         self.insert(at, name, value)
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first field called `name` in place (e.g. the top Via, RFC 3261 §18.2.1)."""
+        value = str(value)
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"bad header field {name!r}")
+        key = _key(name)
+        for i, (n, _) in enumerate(self._items):
+            if n.lower() == key:
+                self._items[i] = (n, value)
+                self._changed()
+                return
+        self.add(name, value)
+
     def remove(self, name: str) -> None:
         key = _key(name)
         self._items = [(n, v) for n, v in self._items if n.lower() != key]

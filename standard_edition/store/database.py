@@ -8,7 +8,7 @@ thread serialises writes without locks and keeps SQLite's connection on the thre
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,13 +21,24 @@ from twisted.python.threadpool import ThreadPool
 from standard_edition.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
+Migration = tuple[int, Callable[[sqlite_utils.Database], None]]
 
 
 class Database:
-    def __init__(self, reactor: IReactorThreads | IReactorFromThreads, path: Path) -> None:
+    def __init__(
+        self,
+        reactor: IReactorThreads | IReactorFromThreads,
+        path: Path,
+        *,
+        migrations: Sequence[Migration] = MIGRATIONS,
+        name: str = "store",
+        busy_timeout_ms: int = 5000,
+    ) -> None:
         self._reactor = reactor
         self.path = path
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="store")
+        self._migrations = migrations
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
         self._db: sqlite_utils.Database | None = None
 
     def open(self) -> Deferred[int]:
@@ -42,9 +53,9 @@ class Database:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         self._db = sqlite_utils.Database(conn)
-        return apply_migrations(self._db)
+        return apply_migrations(self._db, self._migrations)
 
     def run_raw(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)  # type: ignore[arg-type]
@@ -52,6 +63,14 @@ class Database:
     def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run fn(db, *args) on the store thread inside one transaction."""
         return self.run_raw(self._in_transaction, fn, *args)
+
+    def read(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run fn(db, *args) on the store thread without opening a write transaction."""
+        return self.run_raw(self._reading, fn, *args)
+
+    def _reading(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._db is not None, "store not open"
+        return fn(self._db, *args)
 
     def _in_transaction(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._db is not None, "store not open"
@@ -83,11 +102,13 @@ class Database:
         self._pool.stop()
 
 
-def apply_migrations(db: sqlite_utils.Database) -> int:
+def apply_migrations(
+    db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATIONS
+) -> int:
     """Apply every numbered migration newer than the file's user_version, each in a transaction."""
     conn = db.conn
     current = conn.execute("PRAGMA user_version").fetchone()[0]
-    for number, migrate in MIGRATIONS:
+    for number, migrate in migrations:
         if number <= current:
             continue
         conn.execute("BEGIN IMMEDIATE")

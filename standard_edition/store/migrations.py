@@ -82,7 +82,43 @@ def _002_presence(db: sqlite_utils.Database) -> None:
     db["calendar"].create_index(["owner"])
 
 
+def _003_sip_bindings(db: sqlite_utils.Database) -> None:
+    # RFC 3261 §10.3: registrations survive a restart until they expire (DESIGN §5); no
+    # foreign key, so removing an account and its bindings need no particular order
+    db["sip_bindings"].create(
+        {
+            "username": str,
+            "contact": str,  # the Contact URI as registered
+            "expires_at": float,  # epoch seconds
+            "call_id": str,
+            "cseq": int,
+            "source": str,  # transport:host:port the REGISTER came from
+            "q": float,
+        },
+        pk=("username", "contact"),
+    )
+
+
+def _004_message_archive(db: sqlite_utils.Database) -> None:
+    # XEP-0313: each user's own copy of their one-to-one messages, for every device
+    db["mam"].create(
+        {
+            "id": int,
+            "owner": str,
+            "peer": str,  # bare JID of the other party
+            "stamp": float,  # epoch seconds, when the server routed it
+            "outgoing": int,
+            "message": str,  # JSON: sender, to, type, body, id, payload XML
+        },
+        pk="id",
+    )
+    db["mam"].create_index(["owner", "stamp"])
+    db["mam"].create_index(["owner", "peer", "stamp"])
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _001_accounts_rosters),
     (2, _002_presence),
+    (3, _003_sip_bindings),
+    (4, _004_message_archive),
 ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from OpenSSL import SSL
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.threads import deferToThread
 from twisted.python import failure, log
@@ -24,7 +25,7 @@ from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Message, Presence, RosterItem, Undeliverable
 from standard_edition.core.router import Router
 from standard_edition.core.subscription import Kind
-from standard_edition.xmpp import sasl
+from standard_edition.xmpp import sasl, sm
 from standard_edition.xmpp.iq import IqHandlers
 from standard_edition.xmpp.muc import MucService
 from standard_edition.xmpp.stanzas import (
@@ -61,6 +62,7 @@ NS_CARBONS = "urn:xmpp:carbons:2"
 FEATURES = b"<stream:features>"
 FEATURES_END = b"</stream:features>"
 
+STANZAS = frozenset({C + "message", C + "presence", C + "iq"})
 AUTH_TIMEOUT = 60.0  # seconds an unauthenticated stream may stay open
 FAILED_AUTH_DELAY = 1.0  # every failed attempt answers after the same pause, known user or not
 MAX_AUTH_ATTEMPTS = 5  # RFC 6120 §6.4.5: a few retries, then the stream ends
@@ -82,6 +84,8 @@ class C2SContext:
     direct_tls: bool = False
     streams: set[C2SProtocol] = field(default_factory=set)
     muc: MucService | None = None
+    resume_timeout: float = sm.RESUME_TIMEOUT
+    sm_sessions: dict[str, C2SProtocol] = field(default_factory=dict)  # XEP-0198 ids
 
 
 class C2SProtocol(Protocol):
@@ -106,6 +110,11 @@ class C2SProtocol(Protocol):
         self.presence: Presence | None = None
         self.interested = False
         self.carbons = False  # XEP-0280: copies of this user's messages on other clients
+        self.sm: sm.SmState | None = None  # XEP-0198, once the client enables it
+        self.detached = False  # the connection dropped; the session waits to be resumed
+        self.replaced = False  # resumed on another connection: this one no longer counts
+        self.no_resume = False  # ended on purpose (stream close, stream error)
+        self.resume_timer: Any = None
         self._push_id = 0
 
     # -- connection --------------------------------------------------------------------------
@@ -121,10 +130,62 @@ class C2SProtocol(Protocol):
         self.closing = True
         if self.timeout is not None and self.timeout.active():
             self.timeout.cancel()
+        if self.replaced:
+            return
         if self.jid is not None and self.jid.resource is not None:
-            if self.ctx.muc is not None:
-                self.ctx.muc.endpoint_gone(self.jid)
-            self.ctx.router.unbind(self)
+            if self.sm is not None and self.sm.resumable and not self.no_resume:
+                # XEP-0198 §5: keep the session, queueing, until resumed or timed out
+                self.detached = True
+                self.resume_timer = self.ctx.reactor.callLater(
+                    self.ctx.resume_timeout, self.give_up
+                )
+                return
+            self.end_session()
+
+    def end_session(self) -> None:
+        assert self.jid is not None
+        if self.sm is not None:
+            self.ctx.sm_sessions.pop(self.sm.id, None)
+        if self.ctx.muc is not None:
+            self.ctx.muc.endpoint_gone(self.jid)
+        self.ctx.router.unbind(self)
+
+    def give_up(self) -> None:
+        """A dropped session was not resumed in time: it ends, and the messages its client
+        never acknowledged are routed again (other clients or offline storage)."""
+        self.resume_timer = None
+        if self.replaced or self.jid is None:
+            return
+        self.end_session()
+        pending = list(self.sm.unacked) if self.sm is not None else []
+        if self.sm is not None:
+            self.sm.unacked.clear()
+        for _, el in pending:
+            if el.tag != C + "message" or el.get("type") in ("error", "groupchat"):
+                continue
+            if el.findtext(C + "body") is None:
+                continue
+            try:
+                sender = parse_jid(el.get("from", ""))
+            except InvalidJID:
+                continue
+            payload = tuple(ch for ch in el if ch.tag != "{urn:xmpp:delay}delay")
+            msg = Message(
+                sender,
+                self.jid.bare,
+                el.get("type", "normal"),
+                el.findtext(C + "body"),
+                el.get("id"),
+                payload,
+            )
+            try:
+                d = self.ctx.router.route_message(msg)
+            except Undeliverable as e:
+                log.msg(
+                    f"c2s {self.jid}: unacknowledged message from {sender} not kept: {e.condition}"
+                )
+                continue
+            d.addErrback(lambda f, s=sender: log.err(f, f"unacknowledged message from {s}"))
 
     def _auth_timed_out(self) -> None:
         self.timeout = None
@@ -136,11 +197,21 @@ class C2SProtocol(Protocol):
             self.transport.write(data)
 
     def send_stanza(self, el: ET.Element) -> None:
+        if self.sm is not None and el.tag in STANZAS:
+            try:
+                ask = self.sm.sent(el)
+            except sm.SmError as e:
+                self.stream_error(e.condition, e.text)
+                return
+            if not self.closing and not self.detached:
+                self.transport.write(serialize(el) + (sm.element("r") if ask else b""))
+            return
         if not self.closing:
             self.transport.write(serialize(el))
 
     def stream_error(self, condition: str, text: str = "") -> None:
         """RFC 6120 §4.9: send the error, close the stream and the connection."""
+        self.no_resume = True
         if self.closing:
             return
         if not self.header_sent:
@@ -178,6 +249,7 @@ class C2SProtocol(Protocol):
                 elif isinstance(ev, StreamOpened):
                     self._stream_opened(ev)
                 elif isinstance(ev, StreamClosed):
+                    self.no_resume = True  # a clean goodbye ends the session (XEP-0198 §5)
                     self.send(STREAM_CLOSE)
                     self.closing = True
                     self.transport.loseConnection()
@@ -219,6 +291,7 @@ class C2SProtocol(Protocol):
             out.append(limits)
         else:
             out.append(f"<bind xmlns='{NS_BIND}'/>".encode())
+            out.append(f"<sm xmlns='{sm.NS_SM}'/>".encode())
             out.append(f"<session xmlns='{NS_SESSION}'><optional/></session>".encode())
             out.append(limits)
         out.append(FEATURES_END)
@@ -246,6 +319,9 @@ class C2SProtocol(Protocol):
     # -- stanzas -------------------------------------------------------------------------------
 
     def _stanza(self, el: ET.Element) -> None:
+        if self.username is not None and el.tag.startswith(sm.SM):
+            self._stream_management(el)
+            return
         if not self.secure:
             self._before_tls(el)
         elif self.username is None:
@@ -387,8 +463,68 @@ class C2SProtocol(Protocol):
         sub(b, "{" + NS_BIND + "}jid", text=str(jid))
         self.send_stanza(reply)
 
+    def _stream_management(self, el: ET.Element) -> None:
+        name = local_name(el.tag)
+        try:
+            if name == "enable":
+                if self.jid is None or self.sm is not None:
+                    self.send(sm.failed("unexpected-request"))
+                    return
+                resumable = el.get("resume") in ("true", "1")
+                self.sm = sm.SmState(resumable)
+                attrs = {"id": self.sm.id}
+                if resumable:
+                    self.ctx.sm_sessions[self.sm.id] = self
+                    attrs.update(resume="true", max=str(int(self.ctx.resume_timeout)))
+                self.send(sm.element("enabled", **attrs))
+            elif name == "r":
+                if self.sm is not None:
+                    self.send(sm.element("a", h=str(self.sm.handled_in)))
+            elif name == "a":
+                if self.sm is not None:
+                    self.sm.ack(sm.parse_h(el))
+            elif name == "resume":
+                self._resume(el)
+            else:
+                self.send(sm.failed("feature-not-implemented"))
+        except sm.SmError as e:
+            if name == "a":
+                self.stream_error("undefined-condition", e.text)  # §4: a bad ack ends the stream
+            else:
+                self.send(sm.failed(e.condition))
+
+    def _resume(self, el: ET.Element) -> None:
+        """§5: take over a dropped session of the same user, then re-send what it missed."""
+        if self.jid is not None:
+            self.send(sm.failed("unexpected-request"))
+            return
+        old = self.ctx.sm_sessions.get(el.get("previd", ""))
+        if old is None or old.username != self.username or old.replaced or old.sm is None:
+            self.send(sm.failed("item-not-found"))
+            return
+        state = old.sm
+        state.ack(sm.parse_h(el))
+        if old.resume_timer is not None and old.resume_timer.active():
+            old.resume_timer.cancel()
+        old.replaced = True
+        if not old.detached:
+            old.closing = True
+            old.transport.abortConnection()  # the old connection is stale: drop it
+        self.jid, self.presence, self.interested = old.jid, old.presence, old.interested
+        self.carbons, self.since, self.sm = old.carbons, old.since, state
+        state.requested = False
+        self.ctx.sm_sessions[state.id] = self
+        self.ctx.router.sessions.add(self)  # same address: no conflict, just the new stream
+        if self.timeout is not None and self.timeout.active():
+            self.timeout.cancel()
+        self.send(sm.element("resumed", h=str(state.handled_in), previd=state.id))
+        for _, stanza in list(state.unacked):
+            self.transport.write(serialize(stanza))
+
     def _session_stanza(self, el: ET.Element) -> None:
         assert self.jid is not None
+        if self.sm is not None:
+            self.sm.received()
         sender = el.get("from")
         if sender is not None:
             try:
@@ -510,8 +646,19 @@ class C2SProtocol(Protocol):
         if itype in ("result", "error"):
             return
         reply = self.ctx.iq.handle(self, el, to)
-        if reply is not None:
+        if isinstance(reply, Deferred):
+            # a handler that reads the store answers later (XEP-0313 queries)
+            reply.addCallback(lambda r: r is not None and self.send_stanza(r))
+            reply.addErrback(self._iq_failed, el)
+        elif reply is not None:
             self.send_stanza(reply)
+
+    def _iq_failed(self, f: failure.Failure, el: ET.Element) -> None:
+        if f.check(StanzaError):
+            self.send_stanza(error_reply(el, f.value.condition, f.value.text))
+            return
+        log.err(f, f"c2s {self.address}: iq failed")
+        self.send_stanza(error_reply(el, "internal-server-error"))
 
     def _route_iq_to_endpoint(self, el: ET.Element, to: JID) -> bool:
         target = self.ctx.router.sessions.get(to)

@@ -11,10 +11,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from twisted.internet.defer import Deferred
+
 from standard_edition import __version__
 from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Undeliverable
-from standard_edition.xmpp import adhoc
+from standard_edition.xmpp import adhoc, mam
 from standard_edition.xmpp.stanzas import (
     NS_ROSTER,
     C,
@@ -60,6 +62,7 @@ class IqHandlers:
             (NS_DISCO_INFO, "query"): self._account_disco_info,
             (NS_DISCO_ITEMS, "query"): self._account_disco_items,
             (NS_PING, "ping"): self._ping,
+            (mam.NS_MAM, "query"): self._mam,
             (NS_CARBONS, "enable"): self._carbons,
             (NS_CARBONS, "disable"): self._carbons,
             (NS_BLOCKING, "blocklist"): self._blocklist,
@@ -207,7 +210,8 @@ class IqHandlers:
         reply = _result(iq)
         out = sub(reply, "{" + NS_DISCO_INFO + "}query")
         sub(out, "{" + NS_DISCO_INFO + "}identity", {"category": "account", "type": "registered"})
-        sub(out, "{" + NS_DISCO_INFO + "}feature", {"var": NS_DISCO_INFO})
+        for feature in (NS_DISCO_INFO, mam.NS_MAM):
+            sub(out, "{" + NS_DISCO_INFO + "}feature", {"var": feature})
         return reply
 
     def _account_disco_items(
@@ -218,6 +222,14 @@ class IqHandlers:
         reply = _result(iq)
         sub(reply, "{" + NS_DISCO_ITEMS + "}query")
         return reply
+
+    def _mam(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element | Deferred[ET.Element]:
+        """XEP-0313: the form on a get, a page of history on a set."""
+        if iq.get("type") == "get":
+            return mam.form(iq)
+        return mam.query(stream, iq, q)
 
     def _carbons(
         self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None

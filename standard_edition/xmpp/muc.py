@@ -227,11 +227,34 @@ class MucService:
         line = Line(
             occ.nick, me, body, payload, stamp if stamp is not None else time.time(), subject
         )
-        if body is not None or subject is not None:
-            room.history.append(line)
         out = self._line(room, line, delayed=stamp is not None, msg_id=el.get("id"))
-        for other in room.occupants.values():
-            self._send(other.jid, out)
+
+        def fan_out(_: object = None) -> None:
+            if body is not None or subject is not None:
+                room.history.append(line)
+            for other in room.occupants.values():
+                self._send(other.jid, out)
+
+        archive = self.router.archive
+        archived = None
+        if archive is not None and body is not None:
+            # DESIGN §6: room lines are archived like one-to-one chats, critical mode included
+            archived = archive.record(Message(me, room.jid, "groupchat", body, el.get("id")))
+        if archived is None:
+            fan_out()
+            return
+
+        def refused(f: Any) -> None:
+            e = f.value
+            stream.send_stanza(
+                error_reply(
+                    el,
+                    getattr(e, "condition", "internal-server-error"),
+                    str(getattr(e, "text", "")),
+                )
+            )
+
+        archived.addCallbacks(fan_out, refused)
 
     def _line(
         self, room: Room, line: Line, *, delayed: bool, msg_id: str | None = None

@@ -25,8 +25,8 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """A factory for servers of the test's own (restarts, special config); all stopped after."""
     made: list[Server] = []
 
-    def make(extra_toml: str = "", start: bool = True) -> Server:
-        s = Server(tmp_path / f"server{len(made)}", extra_toml)
+    def make(extra_toml: str = "", start: bool = True, **kw: Any) -> Server:
+        s = Server(tmp_path / f"server{len(made)}", extra_toml, **kw)
         made.append(s)
         return s.start() if start else s
 

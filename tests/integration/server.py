@@ -60,7 +60,7 @@ class Server:
 
     live: list[Server] = []  # started and not yet stopped; their logs are shown on failure
 
-    def __init__(self, root: Path, extra_toml: str = "", domain: str = DOMAIN):
+    def __init__(self, root: Path, extra_toml: str = "", domain: str = DOMAIN, sip: bool = False):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.domain = domain
@@ -68,6 +68,9 @@ class Server:
         self.config = root / "config.toml"
         self.log_path = root / "server.log"
         self.ports = {"c2s": free_port(), "c2s_tls": free_port()}
+        if sip:
+            # opt-in: SIP over UDP and TCP on one port, TLS on another
+            self.ports.update(sip=free_port(), sip_tls=free_port())
         self.passwords: dict[str, str] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.config.write_text(
@@ -76,9 +79,13 @@ class Server:
             "[listen]\n"
             f'c2s = ["127.0.0.1:{self.ports["c2s"]}"]\n'
             f'c2s_tls = ["127.0.0.1:{self.ports["c2s_tls"]}"]\n'
-            "sip = []\n"
-            "sip_tls = []\n"
-            f"{extra_toml}\n"
+            + (
+                f'sip = ["127.0.0.1:{self.ports["sip"]}"]\n'
+                f'sip_tls = ["127.0.0.1:{self.ports["sip_tls"]}"]\n'
+                if sip
+                else "sip = []\nsip_tls = []\n"
+            )
+            + f"{extra_toml}\n"
         )
 
     # -- process ------------------------------------------------------------------------------

@@ -293,3 +293,15 @@ def test_serialize_parse_round_trip(req: Request) -> None:
     assert parse_message(serialize(parsed)) == parsed
     assert parsed.from_ == parse_name_addr(req.headers.get("From") or "")
     assert parsed.ruri == parse_uri(req.uri)
+
+
+def test_replace_first_changes_only_the_top_via() -> None:
+    h = Headers(
+        [("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"), ("Via", "SIP/2.0/UDP b;branch=z9hG4bK2")]
+    )
+    msg = Request("OPTIONS", "sip:x", h)
+    assert msg.top_via.host == "a"
+    h.replace_first("Via", str(msg.top_via.with_received("192.0.2.9", 5070)))
+    assert msg.top_via.received == "192.0.2.9"  # the cached value was dropped
+    assert [v.host for v in msg.vias] == ["a", "b"]
+    assert msg.vias[1].received is None

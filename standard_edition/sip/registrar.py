@@ -1,0 +1,248 @@
+"""The registrar (RFC 3261 §10.3): which contacts each user registered, until when.
+
+Each binding is one core endpoint (DESIGN §5: available from REGISTER until PUBLISH says
+otherwise). Bindings are written through to the store and restored at start while they
+have not expired, so a restart does not make SIP users disappear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+from twisted.internet.defer import Deferred
+from twisted.python import log
+
+from standard_edition.sip.message import NameAddr, ParseError, Request, Response, make_response
+from standard_edition.store.database import Database
+
+__all__ = ["Binding", "Registrar", "resource_for"]
+
+MIN_EXPIRES = 60  # RFC 3261 §10.3 step 7: answer 423 below this
+MAX_EXPIRES = 7200
+DEFAULT_EXPIRES = 3600
+MAX_CONTACTS = 10  # per user; more is a misbehaving client
+
+
+def resource_for(contact: str) -> str:
+    """The endpoint's resource: sip- and a short hash of its contact URI."""
+    return "sip-" + hashlib.sha256(contact.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+
+
+@dataclass(slots=True)
+class Binding:
+    username: str
+    contact: str  # the Contact URI as registered
+    expires_at: float  # epoch seconds
+    call_id: str
+    cseq: int
+    source: str  # transport:host:port the REGISTER came from
+    flow: Any = None  # the Peer of the TCP/TLS connection it came over, if any
+    q: float | None = None
+    timer: Any = None
+    endpoint: Any = None  # the core endpoint (sip.endpoint.SipEndpoint)
+
+    def remaining(self, now: float) -> int:
+        return max(0, int(self.expires_at - now + 0.5))
+
+
+class Registrar:
+    """Bindings per user. `on_bound` / `on_unbound` connect them to the core."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        db: Database,
+        on_bound: Callable[[Binding], None],
+        on_unbound: Callable[[Binding], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.reactor = reactor
+        self.db = db
+        self.on_bound = on_bound
+        self.on_unbound = on_unbound
+        self.clock = clock
+        self._by_user: dict[str, dict[str, Binding]] = {}
+
+    def bindings(self, username: str) -> list[Binding]:
+        return list(self._by_user.get(username, {}).values())
+
+    def all(self) -> list[Binding]:
+        return [b for bs in self._by_user.values() for b in bs.values()]
+
+    # -- start -----------------------------------------------------------------------------
+
+    def load(self) -> Deferred[int]:
+        """Restore the bindings that have not expired yet."""
+        now = self.clock()
+
+        def read(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+            db.conn.execute("DELETE FROM sip_bindings WHERE expires_at <= ?", (now,))
+            return list(db["sip_bindings"].rows)
+
+        def keep(rows: list[dict[str, Any]]) -> int:
+            for r in rows:
+                b = Binding(
+                    r["username"],
+                    r["contact"],
+                    r["expires_at"],
+                    r["call_id"],
+                    r["cseq"],
+                    r["source"],
+                    q=r["q"],
+                )
+                self._add(b)
+            return len(rows)
+
+        return self.db.run(read).addCallback(keep)
+
+    # -- REGISTER --------------------------------------------------------------------------
+
+    def register(self, req: Request, username: str, source: str, flow: Any) -> Response:
+        """Apply an authenticated REGISTER for `username` (RFC 3261 §10.3 steps 6-8)."""
+        now = self.clock()
+        call_id = req.call_id
+        cseq = req.cseq.number
+        header_expires = req.expires
+        if req.contact_is_star:
+            # §10.3 step 6: "*" only with Expires: 0, removes every binding
+            if header_expires != 0:
+                return make_response(req, 400, "Contact * needs Expires: 0")
+            for b in self.bindings(username):
+                if b.call_id == call_id and cseq <= b.cseq:
+                    continue  # an older request, out of order
+                self._remove(b)
+            return self._ok(req, username, now)
+        changes: list[tuple[NameAddr, int]] = []
+        for c in req.contacts:
+            expires = c.expires
+            if expires is None:
+                expires = header_expires if header_expires is not None else DEFAULT_EXPIRES
+            if 0 < expires < MIN_EXPIRES:
+                return make_response(req, 423, headers=[("Min-Expires", str(MIN_EXPIRES))])
+            c.q  # noqa: B018 - a bad q is a 400
+            changes.append((c, min(expires, MAX_EXPIRES)))
+        current = self._by_user.get(username, {})
+        new_count = len({str(c.uri) for c, e in changes if e} | set(current))
+        if new_count > MAX_CONTACTS:
+            return make_response(req, 403, "Too many registrations")
+        for c, expires in changes:
+            key = str(c.uri)
+            old = current.get(key)
+            if old is not None and old.call_id == call_id and cseq <= old.cseq:
+                # §10.3 step 7: an out-of-order request of the same Call-ID changes nothing
+                continue
+            if expires == 0:
+                if old is not None:
+                    self._remove(old)
+                continue
+            if old is not None:
+                old.expires_at = now + expires
+                old.call_id, old.cseq, old.source, old.flow = call_id, cseq, source, flow
+                old.q = c.q
+                self._arm(old)
+                self._save(old)
+            else:
+                b = Binding(username, key, now + expires, call_id, cseq, source, flow, c.q)
+                self._add(b)
+                self._save(b)
+        return self._ok(req, username, now)
+
+    def _ok(self, req: Request, username: str, now: float) -> Response:
+        headers = [
+            ("Contact", f"<{b.contact}>;expires={b.remaining(now)}")
+            for b in self.bindings(username)
+        ]
+        headers.append(("Date", _http_date(now)))
+        return make_response(req, 200, to_tag=_tag_for(req), headers=headers)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _add(self, b: Binding) -> None:
+        self._by_user.setdefault(b.username, {})[b.contact] = b
+        self._arm(b)
+        self.on_bound(b)
+
+    def _arm(self, b: Binding) -> None:
+        if b.timer is not None and b.timer.active():
+            b.timer.cancel()
+        delay = max(0.0, b.expires_at - self.clock())
+        b.timer = self.reactor.callLater(delay, self._expired, b)
+
+    def _expired(self, b: Binding) -> None:
+        b.timer = None
+        if self._by_user.get(b.username, {}).get(b.contact) is b:
+            self._remove(b)
+
+    def remove(self, b: Binding) -> None:
+        """Forget a binding (the core closed its endpoint)."""
+        if self._by_user.get(b.username, {}).get(b.contact) is b:
+            self._remove(b)
+
+    def _remove(self, b: Binding) -> None:
+        bs = self._by_user.get(b.username, {})
+        if bs.get(b.contact) is b:
+            del bs[b.contact]
+            if not bs:
+                self._by_user.pop(b.username, None)
+        if b.timer is not None and b.timer.active():
+            b.timer.cancel()
+        b.timer = None
+        self._delete(b)
+        self.on_unbound(b)
+
+    def flow_closed(self, peer: Any) -> None:
+        """A TCP/TLS connection closed: its bindings fall back to their Contact address."""
+        for b in self.all():
+            if b.flow == peer:
+                b.flow = None
+
+    def stop(self) -> None:
+        for b in self.all():
+            if b.timer is not None and b.timer.active():
+                b.timer.cancel()
+            b.timer = None
+
+    def _save(self, b: Binding) -> None:
+        row = {
+            "username": b.username,
+            "contact": b.contact,
+            "expires_at": b.expires_at,
+            "call_id": b.call_id,
+            "cseq": b.cseq,
+            "source": b.source,
+            "q": b.q,
+        }
+
+        def write(db: sqlite_utils.Database) -> None:
+            db["sip_bindings"].upsert(row, pk=("username", "contact"))
+
+        self.db.run(write).addErrback(lambda f: log.err(f, "sip binding not stored"))
+
+    def _delete(self, b: Binding) -> None:
+        def write(db: sqlite_utils.Database) -> None:
+            db.conn.execute(
+                "DELETE FROM sip_bindings WHERE username = ? AND contact = ?",
+                (b.username, b.contact),
+            )
+
+        self.db.run(write).addErrback(lambda f: log.err(f, "sip binding not removed"))
+
+
+def _tag_for(req: Request) -> str:
+    """A To tag that is the same for retransmissions of one request (RFC 3261 §8.2.6.2)."""
+    try:
+        key = f"{req.call_id}|{req.from_.tag}|{req.cseq.number}"
+    except ParseError:
+        key = "x"
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def _http_date(now: float) -> str:
+    from email.utils import formatdate
+
+    return formatdate(now, usegmt=True)

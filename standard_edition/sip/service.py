@@ -1,0 +1,565 @@
+"""The SIP service: the transaction user between the transports and the protocol-free core.
+
+Messages from `transport.py` are checked (RFC 3261 §8.2, §18.2.1), run through the sans-I/O
+transaction layer, and each new request is answered here: REGISTER by the registrar, MESSAGE
+through the core's router (RFC 3428, RFC 7572), SUBSCRIBE / PUBLISH by `presence.py`, INVITE
+with 488 (DESIGN §3: IM and presence only). Requests the core sends to SIP users (MESSAGE,
+NOTIFY) go out as client transactions whose timers run on the reactor.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.python import failure, log
+
+from standard_edition.core.jid import JID, InvalidJID, prepare_username
+from standard_edition.core.model import Message, Presence, Undeliverable
+from standard_edition.core.router import Router
+from standard_edition.core.subscription import Kind
+from standard_edition.presence.model import AVAILABLE, EndpointState
+from standard_edition.sip.auth import Authenticator
+from standard_edition.sip.endpoint import SipEndpoint
+from standard_edition.sip.message import (
+    KNOWN_METHODS,
+    Headers,
+    ParseError,
+    Request,
+    Response,
+    SipURI,
+    Via,
+    make_response,
+    parse_uri,
+    quote_string,
+    serialize,
+)
+from standard_edition.sip.registrar import Binding, Registrar, resource_for
+from standard_edition.sip.transaction import (
+    CancelTimer,
+    Deliver,
+    Send,
+    ServerTransaction,
+    StartTimer,
+    Terminated,
+    Timeout,
+    TransactionLayer,
+    new_branch,
+)
+from standard_edition.sip.transport import Peer, Transports
+from standard_edition.store.database import Database
+
+__all__ = ["ALLOW", "SipService", "status_for"]
+
+ALLOW = "REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, OPTIONS, ACK, CANCEL, BYE"
+ACCEPT = "text/plain, message/cpim, application/pidf+xml"
+UDP_MAX_BODY = (
+    1300  # DESIGN §3, RFC 3261 §18.1.1: larger requests use a congestion-controlled transport
+)
+MAX_IM_BODY = 32 * 1024  # RFC 3428 §7: beyond this a MESSAGE is refused with 413
+NS_CLIENT_BODY = "{jabber:client}body"
+
+
+def status_for(e: Undeliverable) -> tuple[int, str | None]:
+    """The SIP answer for a message the core could not deliver (RFC 7572 §6, DESIGN §5)."""
+    if e.condition == "service-unavailable":
+        if "not signed in" in e.text:
+            return 480, None  # offline, and offline IM is off
+        if "full" in e.text:
+            return 480, "Offline storage full"
+        return 404, None  # no such user, or one who blocked the sender: the same answer
+    if e.condition == "not-acceptable":
+        return 403, e.text or None
+    if e.condition in ("item-not-found", "remote-server-not-found", "jid-malformed"):
+        return 404, None
+    if e.condition == "resource-constraint":
+        return 500, "Message not archived, not delivered"  # archive critical mode (DESIGN §6)
+    return 500, None
+
+
+class SipService:
+    """The transaction user; implements transport.Core."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        router: Router,
+        db: Database,
+        domain: str,
+        digest: tuple[str, ...] = ("MD5",),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.reactor = reactor
+        self.router = router
+        self.domain = domain
+        self.clock = clock
+        self.transports = Transports(reactor, self)
+        self.tx = TransactionLayer()
+        self.auth = Authenticator(reactor, router.accounts, domain, digest)
+        self.registrar = Registrar(reactor, db, self._bound, self._unbound, clock=clock)
+        self._timers: dict[tuple[Hashable, str], Any] = {}
+        self._pending: dict[Hashable, defer.Deferred[Response]] = {}
+        self.counters = {"requests": 0, "responses": 0, "malformed": 0}
+        from standard_edition.sip.presence import PresenceAgent
+
+        self.presence = PresenceAgent(self)
+
+    def start(self) -> defer.Deferred[int]:
+        return self.registrar.load()
+
+    def stop(self) -> None:
+        self.presence.stop()
+        self.registrar.stop()
+        for call in self._timers.values():
+            if call.active():
+                call.cancel()
+        self._timers.clear()
+        self.transports.close_all()
+
+    # -- transport.Core ----------------------------------------------------------------------
+
+    def received(self, msg: Request | Response, peer: Peer) -> None:
+        try:
+            msg.validate()
+        except ParseError as e:
+            self.counters["malformed"] += 1
+            if isinstance(msg, Request) and e.status is not None and msg.method != "ACK":
+                self._reply_stateless(msg.headers, e.status, e.phrase, peer)
+            return
+        reply_peer = peer
+        if isinstance(msg, Request):
+            self.counters["requests"] += 1
+            via = msg.top_via
+            # RFC 3261 §18.2.1, RFC 3581 §4: note where the request really came from
+            marked = via.with_received(peer.host, peer.port)
+            if marked != via:
+                msg.headers.replace_first("Via", str(marked))
+            if not peer.reliable and not via.has_rport:
+                # §18.2.2: without rport, answers go to the source address and sent-by port
+                reply_peer = Peer("UDP", peer.host, via.port or 5060)
+        else:
+            self.counters["responses"] += 1
+        try:
+            actions = self.tx.receive(msg, reply_peer, peer.reliable)
+        except ParseError as e:
+            if isinstance(msg, Request) and e.status is not None and msg.method != "ACK":
+                self._reply_stateless(msg.headers, e.status, e.phrase, reply_peer)
+            return
+        self._run(actions, source=peer)
+
+    def malformed(self, error: ParseError, peer: Peer) -> None:
+        self.counters["malformed"] += 1
+        if error.status is None or error.headers is None:
+            return
+        self._reply_stateless(error.headers, error.status, error.phrase, peer)
+
+    def flow_closed(self, peer: Peer) -> None:
+        self.registrar.flow_closed(peer)
+
+    def _reply_stateless(self, headers: Headers, status: int, phrase: str, peer: Peer) -> None:
+        """Answer a request the transaction layer cannot take (RFC 3261 §8.2, §16.3)."""
+        if headers.get("Via") is None:
+            return  # no way to address an answer
+        fake = Request("OPTIONS", "sip:invalid", headers)
+        resp = make_response(fake, status, phrase)
+        self.transports.send(peer, serialize(resp)).addErrback(lambda f: None)
+
+    # -- transaction actions -----------------------------------------------------------------
+
+    def _run(self, actions: list[Any], source: Peer | None = None) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                d = self.transports.send(a.peer, serialize(a.message))
+                d.addErrback(self._send_failed, a)
+            elif isinstance(a, StartTimer):
+                old = self._timers.pop((a.key, a.name), None)
+                if old is not None and old.active():
+                    old.cancel()
+                self._timers[(a.key, a.name)] = self.reactor.callLater(
+                    a.seconds, self._timer_fired, a.key, a.name
+                )
+            elif isinstance(a, CancelTimer):
+                call = self._timers.pop((a.key, a.name), None)
+                if call is not None and call.active():
+                    call.cancel()
+            elif isinstance(a, Deliver):
+                if isinstance(a.message, Request):
+                    if a.transaction is not None:
+                        assert isinstance(a.transaction, ServerTransaction)
+                        self._request_safely(a.message, a.transaction, source or a.peer)
+                elif a.transaction is not None and a.message.status >= 200:
+                    d = self._pending.pop(a.transaction.key, None)
+                    if d is not None:
+                        d.callback(a.message)
+            elif isinstance(a, Timeout):
+                self._finish_client(a.key, 408, "Request Timeout")
+            elif isinstance(a, Terminated):
+                for key, name in [k for k in self._timers if k[0] == a.key]:
+                    call = self._timers.pop((key, name))
+                    if call.active():
+                        call.cancel()
+                if a.reason == "transport error":
+                    self._finish_client(a.key, 503, "Service Unavailable")
+                else:
+                    self._finish_client(a.key, 408, "Request Timeout")
+
+    def _finish_client(self, key: Hashable, status: int, reason: str) -> None:
+        d = self._pending.pop(key, None)
+        if d is not None:
+            d.callback(Response(status, reason))
+
+    def _timer_fired(self, key: Any, name: str) -> None:
+        self._timers.pop((key, name), None)
+        self._run(self.tx.timer_fired(key, name))
+
+    def _send_failed(self, f: failure.Failure, action: Send) -> None:
+        log.msg(f"sip: cannot send to {action.peer}: {f.getErrorMessage()}")
+        if isinstance(action.message, Request):
+            try:
+                key = ("c", action.message.top_via.branch or "", action.message.cseq.method)
+            except ParseError:
+                return
+            self._run(self.tx.transport_error(key))
+
+    def respond(self, tx: ServerTransaction, response: Response) -> None:
+        self._run(self.tx.send_response(tx, response))
+
+    def reply(
+        self,
+        tx: ServerTransaction,
+        status: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+        *,
+        delay: float = 0.0,
+        to_tag: str | None = None,
+    ) -> None:
+        resp = make_response(
+            tx.request, status, reason, to_tag=to_tag or secrets.token_hex(6), headers=headers
+        )
+        if delay > 0:
+            self.reactor.callLater(delay, self.respond, tx, resp)
+        else:
+            self.respond(tx, resp)
+
+    def send_request(self, req: Request, peer: Peer) -> defer.Deferred[Response]:
+        """Start a client transaction; fires with the final response (408/503 synthesized)."""
+        d: defer.Deferred[Response] = defer.Deferred()
+        try:
+            ct, actions = self.tx.send_request(req, peer, peer.reliable)
+        except ValueError as e:
+            return defer.fail(e)
+        self._pending[ct.key] = d
+        self._run(actions)
+        return d
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _request_safely(self, req: Request, tx: ServerTransaction, peer: Peer) -> None:
+        try:
+            self._request(req, tx, peer)
+        except ParseError as e:
+            self.reply(tx, e.status or 400, e.phrase)
+        except Exception:
+            log.err(None, f"sip: {req.method} from {peer}")
+            self.reply(tx, 500)
+
+    def _request(self, req: Request, tx: ServerTransaction, peer: Peer) -> None:
+        method = req.method
+        if method == "CANCEL":
+            # RFC 3261 §9.2: every request is answered at once, so nothing is left to cancel
+            self.reply(tx, 481)
+            return
+        unsupported = [t for t in req.tokens("Require") if t]
+        if unsupported:
+            # RFC 3261 §8.2.2.3
+            self.reply(tx, 420, headers=[("Unsupported", ", ".join(unsupported))])
+            return
+        if method == "REGISTER":
+            self._with_user(req, tx, peer, proxy=False, then=self._register)
+        elif method == "MESSAGE":
+            if req.max_forwards == 0:
+                self.reply(tx, 483)
+                return
+            self._with_user(req, tx, peer, proxy=True, then=self._message)
+        elif method in ("SUBSCRIBE", "PUBLISH"):
+            self._with_user(req, tx, peer, proxy=True, then=self.presence.handle)
+        elif method == "NOTIFY":
+            # we subscribe to nobody, so no NOTIFY can belong to a subscription (RFC 6665 §4.1.3)
+            self.reply(tx, 481)
+        elif method == "OPTIONS":
+            self.reply(
+                tx,
+                200,
+                headers=[("Allow", ALLOW), ("Accept", ACCEPT), ("Allow-Events", "presence")],
+            )
+        elif method == "INVITE":
+            # DESIGN §3: this server carries IM and presence, not calls
+            self.reply(tx, 488, headers=[("Allow", ALLOW), ("Warning", '399 - "no calls"')])
+        elif method == "BYE":
+            self.reply(tx, 481)
+        elif method in KNOWN_METHODS:
+            # RFC 3261 §8.2.1: a method we know but do not serve
+            self.reply(tx, 405, headers=[("Allow", ALLOW)])
+        else:
+            self.reply(tx, 501, headers=[("Allow", ALLOW)])
+
+    def _with_user(
+        self,
+        req: Request,
+        tx: ServerTransaction,
+        peer: Peer,
+        *,
+        proxy: bool,
+        then: Callable[[Request, ServerTransaction, Peer, str], None],
+    ) -> None:
+        """Authenticate (RFC 3261 §22), check the identity claimed, then go on."""
+        res = self.auth.check(req, peer.host, proxy=proxy)
+        if res.user is None:
+            if res.forbidden:
+                self.reply(tx, 403, "Wrong credentials", delay=res.delay)
+            else:
+                self.reply(tx, 407 if proxy else 401, headers=res.challenge, delay=res.delay)
+            return
+        user = res.user
+        claimed = req.to if req.method == "REGISTER" else req.from_
+        if self._user_of(claimed.uri) != user:
+            # the digest user may act only as itself (RFC 3261 §10.3 step 3)
+            self.reply(tx, 403, "Identity does not match credentials", delay=res.delay)
+            return
+        if res.delay > 0:
+            self.reactor.callLater(res.delay, then, req, tx, peer, user)
+        else:
+            then(req, tx, peer, user)
+
+    def _user_of(self, uri: Any) -> str | None:
+        """The local account a sip: URI names (user part folded like XMPP's), or None."""
+        if not isinstance(uri, SipURI) or uri.scheme not in ("sip", "sips") or not uri.user:
+            return None
+        if uri.host.lower() != self.domain:
+            return None
+        try:
+            return prepare_username(uri.user)
+        except InvalidJID:
+            return None
+
+    # -- REGISTER ----------------------------------------------------------------------------
+
+    def _register(self, req: Request, tx: ServerTransaction, peer: Peer, user: str) -> None:
+        flow = peer if peer.reliable else None
+        self.respond(tx, self.registrar.register(req, user, str(peer), flow))
+
+    def _bound(self, b: Binding) -> None:
+        jid = JID(b.username, self.domain, resource_for(b.contact))
+        address = b.source.split(":", 1)[-1]
+        ep = SipEndpoint(self, b, jid, address, self.clock())
+        b.endpoint = ep
+        self.router.bind(ep)
+        # DESIGN §5: a registration is available until PUBLISH says otherwise
+        self.router.presence_update(ep, Presence(state=EndpointState(AVAILABLE)))
+
+    def _unbound(self, b: Binding) -> None:
+        ep = b.endpoint
+        b.endpoint = None
+        if ep is not None:
+            self.presence.endpoint_gone(ep)
+            self.router.unbind(ep)
+
+    def endpoint_closed(self, ep: SipEndpoint) -> None:
+        self.registrar.remove(ep.binding)
+
+    def endpoint_for(self, user: str, req: Request, peer: Peer) -> SipEndpoint | None:
+        """The registration a request comes from: its Contact, or the flow it arrived on."""
+        contacts = {str(c.uri) for c in req.contacts} if req.headers.get("Contact") else set()
+        for b in self.registrar.bindings(user):
+            if b.contact in contacts or (peer.reliable and b.flow == peer):
+                return b.endpoint  # type: ignore[no-any-return]
+        return None
+
+    # -- MESSAGE (RFC 3428) ------------------------------------------------------------------
+
+    def _message(self, req: Request, tx: ServerTransaction, peer: Peer, user: str) -> None:
+        target = self._user_of(req.ruri)
+        if target is None:
+            self.reply(tx, 404)
+            return
+        if len(req.body) > MAX_IM_BODY:
+            self.reply(tx, 413)
+            return
+        text = _text_of(req)
+        if text is None:
+            self.reply(tx, 415, headers=[("Accept", "text/plain, message/cpim")])
+            return
+        ep = self.endpoint_for(user, req, peer)
+        sender = ep.jid if ep is not None else JID(user, self.domain, None)
+        body = ET.Element(NS_CLIENT_BODY)
+        body.text = text
+        msg = Message(
+            sender=sender,
+            to=JID(target, self.domain, None),
+            type="chat",
+            body=text,
+            id=secrets.token_hex(8),
+            payload=(body,),
+        )
+        try:
+            d = self.router.route_message(msg)
+        except Undeliverable as e:
+            status, reason = status_for(e)
+            self.reply(tx, status, reason)
+            return
+
+        def failed(f: failure.Failure) -> None:
+            if f.check(Undeliverable):
+                status, reason = status_for(f.value)
+                self.reply(tx, status, reason)
+            else:
+                log.err(f, f"sip: MESSAGE from {user} not delivered")
+                self.reply(tx, 500)
+
+        d.addCallbacks(lambda _: self.reply(tx, 200), failed)
+
+    def send_message(self, b: Binding, msg: Message) -> None:
+        """The core delivers a message to a registration: a MESSAGE to its contact."""
+        if msg.body is None or msg.type == "error":
+            return  # chat states and receipts have no SIP page-mode form
+        sender = msg.sender
+        display = None
+        if sender.local is not None and sender.domain == self.domain:
+            acct = self.router.accounts.get(sender.local)
+            display = acct.name if acct and acct.name else None
+        from_uri = f"sip:{sender.local}@{sender.domain}" if sender.local else f"sip:{sender.domain}"
+        name = f"{quote_string(display)} " if display else ""
+        body = msg.body.encode("utf-8")
+        headers = [
+            ("From", f"{name}<{from_uri}>;tag={secrets.token_hex(6)}"),
+            ("To", f"<sip:{b.username}@{self.domain}>"),
+            ("Call-ID", f"{secrets.token_hex(12)}@{self.domain}"),
+            ("CSeq", "1 MESSAGE"),
+            ("Max-Forwards", "70"),
+            ("Content-Type", "text/plain;charset=UTF-8"),
+        ]
+        d = self.request_to_binding(b, "MESSAGE", b.contact, headers, body)
+
+        def done(resp: Response) -> None:
+            if resp.status >= 300:
+                log.msg(f"sip: MESSAGE to {b.username} at {b.contact}: {resp.status} {resp.reason}")
+
+        d.addCallbacks(done, lambda f: log.err(f, f"sip: MESSAGE to {b.username}"))
+
+    def request_to_binding(
+        self,
+        b: Binding,
+        method: str,
+        ruri: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> defer.Deferred[Response]:
+        """Send a request to a registered contact, over its flow when it is still open."""
+        if b.flow is not None and self.transports.connected(b.flow):
+            return self.request_to(b.flow, method, ruri, headers, body)
+        return self.request_to_uri(b.contact, method, ruri, headers, body)
+
+    def request_to_uri(
+        self,
+        target: str,
+        method: str,
+        ruri: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        flow: Peer | None = None,
+    ) -> defer.Deferred[Response]:
+        """Send a request to the address a URI names, or over `flow` while it is open."""
+        d = self.peer_for(target, len(body), flow)
+        return d.addCallback(lambda peer: self.request_to(peer, method, ruri, headers, body))
+
+    def peer_for(
+        self, target: str, body_len: int = 0, flow: Peer | None = None
+    ) -> defer.Deferred[Peer]:
+        """Where a request to `target` goes (RFC 3263 §4 for numeric hosts, A lookup else)."""
+        if flow is not None and self.transports.connected(flow):
+            return defer.succeed(flow)
+        try:
+            uri = parse_uri(target)
+        except ParseError as e:
+            return defer.fail(e)
+        if not isinstance(uri, SipURI) or not uri.host:
+            return defer.fail(ValueError(f"cannot send to {target}"))
+        transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
+        if transport not in ("UDP", "TCP", "TLS"):
+            return defer.fail(ValueError(f"unsupported transport {transport}"))
+        if transport == "UDP" and body_len > UDP_MAX_BODY:
+            transport = "TCP"  # RFC 3261 §18.1.1: never a large body over UDP
+        port = uri.port or (5061 if transport == "TLS" else 5060)
+        host = uri.host.strip("[]")
+        if isIPAddress(host) or isIPv6Address(host):
+            resolved: defer.Deferred[str] = defer.succeed(host)
+        else:
+            resolved = self.reactor.resolve(host)
+        return resolved.addCallback(lambda ip: Peer(transport, ip, port))
+
+    def request_to(
+        self,
+        peer: Peer,
+        method: str,
+        ruri: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> defer.Deferred[Response]:
+        if peer.transport == "UDP" and len(body) > UDP_MAX_BODY:
+            peer = Peer("TCP", peer.host, peer.port)
+        host, port = self.transports.sent_by(peer.transport)
+        via = Via(peer.transport, host, port, (("branch", new_branch()), ("rport", None)))
+        h = Headers([("Via", str(via))])
+        for name, value in headers:
+            h.add(name, value)
+        return self.send_request(Request(method, ruri, h, body), peer)
+
+    # -- subscriptions for winfo -------------------------------------------------------------
+
+    def subscription_request(self, ep_jid: JID, sender: JID, kind: Kind) -> None:
+        self.presence.subscription_request(ep_jid, sender, kind)
+
+
+def _text_of(req: Request) -> str | None:
+    """The text of a MESSAGE: text/plain, or the text/plain inside message/cpim (RFC 3862)."""
+    ctype = req.content_type
+    charset = _charset(req.headers.get("Content-Type") or "")
+    if ctype is None and not req.body:
+        return ""
+    if ctype == "text/plain":
+        return req.body.decode(charset, "replace")
+    if ctype == "message/cpim":
+        # CPIM: message headers, a blank line, then a MIME entity
+        raw = req.body.replace(b"\r\n", b"\n")
+        _, sep, entity = raw.partition(b"\n\n")
+        if not sep:
+            return None
+        inner = email.parser.BytesParser().parsebytes(entity)
+        if inner.get_content_type() != "text/plain":
+            return None
+        payload = inner.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            return None
+        return payload.decode(inner.get_content_charset() or "utf-8", "replace")
+    return None
+
+
+def _charset(content_type: str) -> str:
+    for part in content_type.split(";")[1:]:
+        name, _, value = part.partition("=")
+        if name.strip().lower() == "charset":
+            cs = value.strip().strip('"')
+            try:
+                "".encode(cs)
+            except LookupError:
+                return "utf-8"
+            return cs
+    return "utf-8"
