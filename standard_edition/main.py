@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 def _banner(cfg: config.Config, server: Any) -> None:
     lines = [f"SE Appliance {__version__} serving {cfg.domain} (config: {cfg.source})"]
     for item in server.listeners():
-        lines.append(f"  listening: {item['name']:8} {item['address']}")
+        lines.append(f"  listening: {item['name']:8} {item['address']} ({item['transport']})")
     lines.append(f"  data: {cfg.data_dir}   control socket: {cfg.control_socket}")
     ctl = "se-ctl" + (f" --config {cfg.source}" if cfg.source != "embedded default" else "")
     lines.append(f"  add a user: {ctl} user add alice@{cfg.domain}")

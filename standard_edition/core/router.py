@@ -70,6 +70,7 @@ class Router:
         self._replaying: set[str] = set()
         self._recent: dict[frozenset[JID], deque[tuple[float, Message]]] = {}
         self.history: MessageHistory | None = None
+        self.last_seen: dict[str, tuple[float, str | None]] = {}
         self.counters = {"messages": 0, "offline_stored": 0, "presence": 0}
         # the compliance archive (archive/service.py), set by the server; None: not archiving
         self.archive: Archive | None = None
@@ -276,6 +277,8 @@ class Router:
         self._broadcast(ep, gone=True)
         # the user's other endpoints now carry the aggregate alone; the listener re-sends them
         self.presence.endpoint_remove(user, ep.jid.resource)
+        if not self.sessions.available(user):
+            self.last_seen[user] = (time.time(), status)  # XEP-0012: when they left
         for target in self._directed.pop(ep.jid, set()):
             self._deliver_presence_to_jid(target, ep.jid, None)
 

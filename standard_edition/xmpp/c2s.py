@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import secrets
 import time
 import xml.etree.ElementTree as ET
@@ -59,6 +60,9 @@ NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
 NS_SASL_CB = "urn:xmpp:sasl-cb:0"
 NS_LIMITS = "urn:xmpp:stream-limits:0"
 NS_CARBONS = "urn:xmpp:carbons:2"
+NS_CSI = "urn:xmpp:csi:0"
+CSI = "{" + NS_CSI + "}"
+CSI_HOLD_MAX = 200  # senders whose presence an inactive client may have waiting
 FEATURES = b"<stream:features>"
 FEATURES_END = b"</stream:features>"
 
@@ -115,6 +119,8 @@ class C2SProtocol(Protocol):
         self.replaced = False  # resumed on another connection: this one no longer counts
         self.no_resume = False  # ended on purpose (stream close, stream error)
         self.resume_timer: Any = None
+        self.csi_inactive = False  # XEP-0352: the user is not looking at this client
+        self.csi_held: dict[str, ET.Element] = {}
         self._push_id = 0
 
     # -- connection --------------------------------------------------------------------------
@@ -197,6 +203,21 @@ class C2SProtocol(Protocol):
             self.transport.write(data)
 
     def send_stanza(self, el: ET.Element) -> None:
+        if self.csi_inactive and el.tag in STANZAS:
+            if el.tag == C + "presence" and el.get("type") in (None, "unavailable"):
+                # XEP-0352: an inactive client gets presence in batches, the latest per sender
+                self.csi_held[el.get("from", "")] = copy.copy(el)
+                if len(self.csi_held) < CSI_HOLD_MAX:
+                    return
+            self._csi_flush()
+        self._write_stanza(el)
+
+    def _csi_flush(self) -> None:
+        held, self.csi_held = self.csi_held, {}
+        for el in held.values():
+            self._write_stanza(el)
+
+    def _write_stanza(self, el: ET.Element) -> None:
         if self.sm is not None and el.tag in STANZAS:
             try:
                 ask = self.sm.sent(el)
@@ -292,6 +313,7 @@ class C2SProtocol(Protocol):
         else:
             out.append(f"<bind xmlns='{NS_BIND}'/>".encode())
             out.append(f"<sm xmlns='{sm.NS_SM}'/>".encode())
+            out.append(f"<csi xmlns='{NS_CSI}'/>".encode())
             out.append(f"<session xmlns='{NS_SESSION}'><optional/></session>".encode())
             out.append(limits)
         out.append(FEATURES_END)
@@ -321,6 +343,11 @@ class C2SProtocol(Protocol):
     def _stanza(self, el: ET.Element) -> None:
         if self.username is not None and el.tag.startswith(sm.SM):
             self._stream_management(el)
+            return
+        if self.jid is not None and el.tag in (CSI + "active", CSI + "inactive"):
+            self.csi_inactive = el.tag == CSI + "inactive"
+            if not self.csi_inactive:
+                self._csi_flush()  # §5: back in view: everything held now
             return
         if not self.secure:
             self._before_tls(el)

@@ -7,6 +7,7 @@ behalf (RFC 6121 §8.5.2.1.3).
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
 NS_PING = "urn:xmpp:ping"
 NS_VERSION = "jabber:iq:version"
 NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session"
+NS_LAST = "jabber:iq:last"
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_OFFLINE = "msgoffline"  # XEP-0160 §6 feature
@@ -124,6 +126,19 @@ class IqHandlers:
         # RFC 6121 §8.5.1: an account that does not exist and one that does not share its
         # presence look the same from outside
         visible = user is not None and router.rosters.state(user, stream.jid.bare).has_from  # type: ignore[union-attr]
+        if visible and ns == NS_LAST and iq.get("type") == "get":
+            # XEP-0012 §4: 0 while available, else seconds since the last sign-out
+            assert user is not None
+            reply = _result(iq)
+            if router.sessions.available(user):
+                sub(reply, "{" + NS_LAST + "}query", {"seconds": "0"})
+                return reply
+            seen = router.last_seen.get(user)
+            if seen is None:
+                return error_reply(iq, "service-unavailable")
+            q = sub(reply, "{" + NS_LAST + "}query", {"seconds": str(int(time.time() - seen[0]))})
+            q.text = seen[1] or None
+            return reply
         if visible and ns == NS_DISCO_INFO and iq.get("type") == "get":
             reply = _result(iq)
             q = sub(reply, "{" + NS_DISCO_INFO + "}query")

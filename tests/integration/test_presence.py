@@ -352,3 +352,26 @@ def test_manual_state_and_note_survive_a_restart(make_server, run):
             assert got["note"] == "deadline week"
 
     run(scenario())
+
+
+def test_last_activity_of_a_contact_after_sign_out(server: Server, run):
+    alice, bob = server.new_users("alice", "bob")
+    aj = f"{alice}@{server.domain}"
+
+    async def last(b: Client) -> Any:
+        iq = b.make_iq_get(ito=aj)
+        ET.SubElement(iq.xml, "{jabber:iq:last}query")
+        return (await iq.send(timeout=10)).xml.find("{jabber:iq:last}query")
+
+    async def scenario() -> None:
+        async with Sessions(server) as ss:
+            a = await ss.login(alice)
+            b = await ss.login(bob)
+            await friends(a, b)
+            assert (await last(b)).get("seconds") == "0"  # XEP-0012 §4: available now
+            a.send_presence(ptype="unavailable", pstatus="gone fishing")
+            await next_matching(b.presences, from_user(aj, ptype="unavailable"))
+            q = await last(b)
+            assert int(q.get("seconds")) >= 0 and q.text == "gone fishing"
+
+    run(scenario())

@@ -115,3 +115,39 @@ def test_resume_with_an_unknown_id_fails_cleanly(server: Server, run):
         s.close()
 
     run(scenario())
+
+
+def test_inactive_client_gets_presence_batched_and_messages_at_once(server: Server, run):
+    alice, bob = server.new_users("alice", "bob")
+    aj = f"{alice}@{server.domain}"
+
+    async def scenario() -> None:
+        s = await rawxmpp.login(
+            server.ports["c2s"], server.domain, bob, server.passwords[bob], "pc"
+        )
+        s.send(f"<presence to='{aj}' type='subscribe'/><presence/>".encode())
+        async with Sessions(server) as ss:
+            a = await ss.login(alice)
+            await s.until(f"from='{aj}/test'".encode())
+            s.send(b"<inactive xmlns='urn:xmpp:csi:0'/>")
+            await asyncio.sleep(0.2)
+            for note in ("one", "two", "three"):
+                a.send_presence(pstatus=note)
+            await asyncio.sleep(0.5)
+            s.buf = b""
+            # nothing arrives while the client is inactive ...
+            try:
+                await s.until(b"<status>", timeout=1.0)
+            except TimeoutError:
+                pass
+            else:
+                raise AssertionError("presence reached an inactive client at once")
+            # ... until a message comes: the latest presence first, then the message
+            a.send_message(mto=f"{bob}@{server.domain}", mbody="ping", mtype="chat")
+            got = await s.until(b"ping")
+            assert b"<status>three</status>" in got
+            assert b"<status>one</status>" not in got and b"<status>two</status>" not in got
+            s.send(b"<active xmlns='urn:xmpp:csi:0'/>")
+            s.close()
+
+    run(scenario())
