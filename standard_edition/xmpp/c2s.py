@@ -388,6 +388,7 @@ class C2SProtocol(Protocol):
                 channel_binding=self._channel_binding(),
                 tls=True,
                 domain=self.ctx.domain,
+                test_token=self.ctx.router.accounts.redeem_test_token,
             )
             if self.mechanism is None:
                 self._sasl_failure(sasl.Failure("invalid-mechanism"), delay=False)
@@ -660,7 +661,10 @@ class C2SProtocol(Protocol):
         to = self._target(el) if el.get("to") is not None else None
         if self.ctx.muc is not None and to is not None and to.domain == self.ctx.muc.domain:
             answer = self.ctx.muc.iq(self, el, to)
-            if answer is not None:
+            if isinstance(answer, Deferred):
+                answer.addCallback(self.send_stanza)
+                answer.addErrback(self._iq_failed, el)
+            elif answer is not None:
                 self.send_stanza(answer)
             return
         if to is not None and to.domain == self.ctx.domain and to.local is not None and to.resource:

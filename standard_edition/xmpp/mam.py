@@ -39,7 +39,15 @@ def form(iq: ET.Element) -> ET.Element:
     return reply
 
 
-def query(stream: C2SProtocol, iq: ET.Element, q: ET.Element) -> Deferred[ET.Element]:
+def query(
+    stream: C2SProtocol,
+    iq: ET.Element,
+    q: ET.Element,
+    archive: str | None = None,
+    archive_jid: str | None = None,
+) -> Deferred[ET.Element]:
+    """Query the user's own history, or with `archive` another one (a room's) whose results
+    come from `archive_jid`."""
     assert stream.jid is not None and stream.jid.local is not None
     history = stream.ctx.router.history
     if history is None:
@@ -64,7 +72,7 @@ def query(stream: C2SProtocol, iq: ET.Element, q: ET.Element) -> Deferred[ET.Ele
         me = stream.jid
         assert me is not None
         for entry in page.entries:
-            msg = ET.Element(C + "message", {"to": str(me), "from": str(me.bare)})
+            msg = ET.Element(C + "message", {"to": str(me), "from": archive_jid or str(me.bare)})
             attrs = {"id": str(entry.id)}
             if queryid:
                 attrs["queryid"] = queryid
@@ -92,7 +100,7 @@ def query(stream: C2SProtocol, iq: ET.Element, q: ET.Element) -> Deferred[ET.Ele
         f.raiseException()  # type: ignore[attr-defined]
 
     d = history.query(
-        stream.jid.local,
+        archive or stream.jid.local,
         peer=peer,
         start=start,
         end=end,

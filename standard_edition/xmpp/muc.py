@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from standard_edition.conference.rooms import Line, Occupant, Room, RoomError, Rooms
 from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Message
+from standard_edition.xmpp import mam
 from standard_edition.xmpp.stanzas import C, StanzaError, error_reply, sub
 
 if TYPE_CHECKING:
@@ -232,6 +233,12 @@ class MucService:
         def fan_out(_: object = None) -> None:
             if body is not None or subject is not None:
                 room.history.append(line)
+            history = self.router.history
+            if body is not None and history is not None:
+                # XEP-0313 for rooms: this incarnation of the room keeps its own archive
+                sender = JID(room.jid.local, room.jid.domain, occ.nick)
+                kept = Message(sender, room.jid, "groupchat", body, el.get("id"), payload)
+                history.record(archive_name(room), me, False, kept, line.stamp)
             for other in room.occupants.values():
                 self._send(other.jid, out)
 
@@ -389,6 +396,8 @@ class MucService:
                 return self._room_info(el, room)
             if child.tag == DISCO_ITEMS + "query":
                 return _result(el, child.tag)
+            if child.tag == "{urn:xmpp:mam:2}query":
+                return self._mam(stream, el, child, room)
             if child.tag == OWNER + "query":
                 return self._owner(stream, el, child, room)
             if child.tag == ADMIN + "query":
@@ -422,6 +431,20 @@ class MucService:
             return reply
         return error_reply(el, "service-unavailable")
 
+    def _mam(self, stream: C2SProtocol, el: ET.Element, q: ET.Element, room: Room) -> Any:
+        """XEP-0313 §5: a room's archive, for its occupants and members."""
+        assert stream.jid is not None
+        if room.occupant_by_jid(stream.jid) is None and room.affiliation(stream.jid) in (
+            "none",
+            "outcast",
+        ):
+            raise RoomError("forbidden", "only the room's members may read its archive")
+        if el.get("type") == "get":
+            return mam.form(el)
+        d = mam.query(stream, el, q, archive=archive_name(room), archive_jid=str(room.jid))
+        d.addCallback(lambda reply: (reply.set("from", str(room.jid)), reply)[1])
+        return d
+
     def _room_info(self, el: ET.Element, room: Room) -> ET.Element:
         reply = _result(el, DISCO_INFO + "query")
         q = reply[0]
@@ -437,6 +460,7 @@ class MucService:
             "muc_nonanonymous",
             "muc_unmoderated",
             "muc_unsecured",
+            "urn:xmpp:mam:2",
         ):
             sub(q, DISCO_INFO + "feature", {"var": f})
         return reply
@@ -526,6 +550,11 @@ class MucService:
             }
             for r in self.rooms.all()
         ]
+
+
+def archive_name(room: Room) -> str:
+    """Rooms share the history table with users under a name no account can have."""
+    return f"#{room.jid}#{int(room.created)}"
 
 
 def _body(text: str | None) -> ET.Element:

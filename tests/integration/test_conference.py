@@ -183,3 +183,45 @@ def test_offline_im_switch_is_stored_and_wins_over_config(make_server, run):
     assert "true" in out
     r = server.ctl("config", "reset", "no.such.key")
     assert r.returncode == 1 and "not a run-time setting" in r.stderr
+
+
+def test_room_archive_pages_for_members_only(server: Server, run):
+    alice, bob, mallory = server.new_users("alice", "bob", "mallory")
+    room = room_of(server, "archived")
+
+    async def scenario() -> None:
+        async with Sessions(server) as ss:
+            a = await ss.login(alice)
+            m = await ss.login(mallory)
+            await join(a, room, "alice")
+            for i in range(3):
+                a.send_message(mto=room, mbody=f"line {i}", mtype="groupchat")
+                await next_matching(a.inbox, lambda x, i=i: x["body"] == f"line {i}")
+            invite(a, room, f"{bob}@{server.domain}")
+            b = await ss.login(bob)
+            await asyncio.sleep(0.3)
+            iq = b.make_iq_set(ito=room)
+            q = ET.SubElement(iq.xml, "{urn:xmpp:mam:2}query", {"queryid": "r"})
+            s = ET.SubElement(q, "{http://jabber.org/protocol/rsm}set")
+            ET.SubElement(s, "{http://jabber.org/protocol/rsm}max").text = "2"
+            fin = await iq.send(timeout=10)
+            got = []
+            while not b.inbox.empty():
+                x = b.inbox.get_nowait()
+                r = x.xml.find("{urn:xmpp:mam:2}result")
+                if r is not None:
+                    inner = r.find("{urn:xmpp:forward:0}forwarded/{jabber:client}message")
+                    got.append((inner.get("from"), inner.findtext("{jabber:client}body")))
+            assert got == [(f"{room}/alice", "line 0"), (f"{room}/alice", "line 1")]
+            assert fin.xml.find("{urn:xmpp:mam:2}fin").get("complete") == "false"
+            # someone never invited cannot read it
+            iq = m.make_iq_set(ito=room)
+            ET.SubElement(iq.xml, "{urn:xmpp:mam:2}query")
+            try:
+                await iq.send(timeout=10)
+            except Exception as e:
+                assert "forbidden" in str(getattr(e, "condition", e))
+            else:
+                raise AssertionError("a stranger read the room's archive")
+
+    run(scenario())
