@@ -7,7 +7,12 @@ through to the store. Passwords are turned into SCRAM keys and SIP HA1s on a wor
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -31,6 +36,10 @@ class Account:
     credentials: Credentials
 
 
+TEST_TOKEN_TTL = 60.0  # seconds a one-time test credential stays usable
+TEST_TOKEN_PREFIX = "se-test-"
+
+
 class AccountError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -45,6 +54,11 @@ class Accounts:
         self._by_name: dict[str, Account] = {}
         self.on_removed: list[Callable[[str], None]] = []
         self.on_disabled: list[Callable[[str], None]] = []
+        # one-time credentials for `se-ctl test`: username -> [(sha256 of token, expiry)];
+        # redeemed on the SASL worker thread, hence the lock
+        self._test_tokens: dict[str, list[tuple[bytes, float]]] = {}
+        self._tokens_lock = threading.Lock()
+        self.clock: Callable[[], float] = time.monotonic
 
     def load(self) -> Deferred[int]:
         def read(db: sqlite_utils.Database) -> list[dict[str, Any]]:
@@ -80,6 +94,34 @@ class Accounts:
     def sasl_lookup(self, username: str) -> tuple[Credentials, bool] | None:
         acct = self._by_name.get(username)
         return None if acct is None else (acct.credentials, acct.enabled)
+
+    # -- one-time test credentials (DESIGN §9: se-ctl test im|presence) -------------------
+
+    def issue_test_token(self, username: str, ttl: float = TEST_TOKEN_TTL) -> str:
+        """A random credential that SASL PLAIN accepts once for this account within ttl s.
+
+        Only its hash is kept, in memory: a restart forgets every unused one."""
+        self._require(username)
+        token = TEST_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = self.clock()
+        with self._tokens_lock:
+            live = [t for t in self._test_tokens.get(username, []) if t[1] > now]
+            live.append((_token_hash(token), now + ttl))
+            self._test_tokens[username] = live[-8:]  # a few tests at once, never a pile
+        return token
+
+    def redeem_test_token(self, username: str, token: str) -> bool:
+        """True, once, for a live token issued to username; safe on any thread."""
+        if not token.startswith(TEST_TOKEN_PREFIX):
+            return False
+        digest, now = _token_hash(token), self.clock()
+        with self._tokens_lock:
+            tokens = self._test_tokens.get(username, [])
+            for i, (h, expiry) in enumerate(tokens):
+                if hmac.compare_digest(h, digest):
+                    del tokens[i]
+                    return expiry > now
+        return False
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -141,6 +183,10 @@ class Accounts:
         if acct is None:
             raise AccountError("not-found", f"no user {username}@{self.domain}")
         return acct
+
+
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
 
 
 def _prepared_password(password: str) -> str:

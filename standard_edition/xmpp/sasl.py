@@ -100,6 +100,12 @@ class AccountLookup(Protocol):
         ...
 
 
+class TestTokenCheck(Protocol):
+    def __call__(self, username: str, token: str) -> bool:
+        """True, once, when token is a live one-time test credential of the user."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelBinding:
     """What the TLS layer can bind to: type name -> data (RFC 9266 tls-exporter, RFC 5929
@@ -155,15 +161,17 @@ def make_mechanism(
     tls: bool,
     nonce_factory: Callable[[], str] | None = None,
     domain: str | None = None,
+    test_token: TestTokenCheck | None = None,
 ) -> Mechanism | None:
     """A fresh exchange for a mechanism this connection offers, else None (invalid-mechanism).
 
-    domain, when given, is the server's domain: an authzid must then name a user of it."""
+    domain, when given, is the server's domain: an authzid must then name a user of it.
+    test_token, when given, lets PLAIN accept a one-time test credential (se-ctl test)."""
     if name not in offered_mechanisms(tls, channel_binding.data):
         return None
     users = _Users(lookup, decoy_secret, domain)
     if name == "PLAIN":
-        return Plain(users)
+        return Plain(users, test_token)
     hash_name, plus = _SCRAM[name]
     return Scram(name, hash_name, plus, users, channel_binding, nonce_factory or _server_nonce)
 
@@ -341,9 +349,10 @@ class Plain(Mechanism):
 
     blocking = True
 
-    def __init__(self, users: _Users) -> None:
+    def __init__(self, users: _Users, test_token: TestTokenCheck | None = None) -> None:
         super().__init__("PLAIN")
         self._users = users
+        self._test_token = test_token
         self._asked = False
 
     def _step(self, data: bytes) -> SaslStep:
@@ -369,6 +378,9 @@ class Plain(Mechanism):
             # no stored password can match an unpreparable one: nothing to compute
             return Failure("not-authorized")
         user, creds, enabled = self._users.find(raw_user)
+        if user is not None and self._test_token is not None and self._test_token(user, password):
+            # a one-time credential the admin asked for over the control socket (se-ctl test)
+            return Success(user) if enabled else Failure("account-disabled")
         # runs on decoy credentials too, so an unknown user costs the same as a wrong password
         if not check_password(creds, password) or user is None:
             return Failure("not-authorized")
