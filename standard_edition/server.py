@@ -129,7 +129,10 @@ class Server:
         iq = IqHandlers(
             cfg.domain, version=cfg.xmpp_version, offline=lambda: router.offline_enabled
         )
-        self.muc = MucService(cfg.domain, router)
+        self.muc = MucService(cfg.domain, router, self.db)
+        n_rooms = yield self.muc.load()
+        if n_rooms:
+            log.info("conference: {n} persistent rooms", n=n_rooms)
 
         def context(direct_tls: bool) -> C2SContext:
             ctx = C2SContext(

@@ -140,7 +140,7 @@ class MessageHistory:
             rows = rows[:limit]
             if backwards:
                 rows.reverse()
-            entries = [Entry(r[0], r[1], _decode(r[2], r[1])) for r in rows]
+            entries = [Entry(r[0], r[1], decode_message(r[2], r[1])) for r in rows]
             return Page(entries, not more, count)
 
         # queued on the store's thread after the flush above, so it sees those rows
@@ -160,7 +160,7 @@ def _encode(msg: Message) -> str:
     )
 
 
-def _decode(text: str, stamp: float) -> Message:
+def decode_message(text: str, stamp: float) -> Message:
     rec = json.loads(text)
     return Message(
         sender=parse_jid(rec["sender"]),

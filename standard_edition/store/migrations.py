@@ -116,9 +116,25 @@ def _004_message_archive(db: sqlite_utils.Database) -> None:
     db["mam"].create_index(["owner", "peer", "stamp"])
 
 
+def _005_rooms(db: sqlite_utils.Database) -> None:
+    # XEP-0045 persistent rooms outlive their occupants and the server's restarts
+    db["rooms"].create(
+        {
+            "name": str,  # local part of room@conference.<domain>
+            "title": str,
+            "members_only": int,
+            "subject": str,
+            "affiliations": str,  # JSON: bare JID -> owner | admin | member | outcast
+            "created": float,  # names the room's archive (xmpp/muc.py archive_name)
+        },
+        pk="name",
+    )
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _001_accounts_rosters),
     (2, _002_presence),
     (3, _003_sip_bindings),
     (4, _004_message_archive),
+    (5, _005_rooms),
 ]

@@ -8,12 +8,18 @@ muc#user items and status codes, history with XEP-0203 delays, subject, invitati
 
 from __future__ import annotations
 
+import json
 import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from standard_edition.conference.rooms import Line, Occupant, Room, RoomError, Rooms
+import sqlite_utils
+from twisted.internet.defer import Deferred
+from twisted.python import log
+
+from standard_edition.conference.rooms import HISTORY_MAX, Line, Occupant, Room, RoomError, Rooms
+from standard_edition.core.history import decode_message
 from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Message
 from standard_edition.xmpp import mam
@@ -21,6 +27,7 @@ from standard_edition.xmpp.stanzas import C, StanzaError, error_reply, sub
 
 if TYPE_CHECKING:
     from standard_edition.core.router import Router
+    from standard_edition.store.database import Database
     from standard_edition.xmpp.c2s import C2SProtocol
 
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -37,10 +44,67 @@ ESCALATION_AGE = 3600.0
 
 
 class MucService:
-    def __init__(self, domain: str, router: Router) -> None:
+    def __init__(self, domain: str, router: Router, db: Database | None = None) -> None:
         self.domain = f"conference.{domain}"
         self.router = router
         self.rooms = Rooms(self.domain)
+        self._db = db
+
+    # -- persistent rooms ----------------------------------------------------------------------
+
+    def load(self) -> Deferred[int]:
+        """Bring back the persistent rooms, with their last lines from their archive."""
+        assert self._db is not None
+
+        def read(db: sqlite_utils.Database) -> list[tuple[dict[str, Any], list[Any]]]:
+            out = []
+            for r in db["rooms"].rows:
+                jid = JID(r["name"], self.domain, None)
+                name = f"#{jid}#{int(r['created'])}"
+                lines = db.execute(
+                    "SELECT stamp, message FROM mam WHERE owner = ? ORDER BY id DESC LIMIT ?",
+                    [name, HISTORY_MAX],
+                ).fetchall()
+                out.append((r, list(reversed(lines))))
+            return out
+
+        def keep(rows: list[tuple[dict[str, Any], list[Any]]]) -> int:
+            for r, lines in rows:
+                room = self.rooms.get_or_create(r["name"])
+                room.persistent, room.name = True, r["title"] or ""
+                room.members_only, room.subject = bool(r["members_only"]), r["subject"] or ""
+                room.created = r["created"]
+                room.affiliations = {
+                    parse_jid(j): a for j, a in json.loads(r["affiliations"]).items()
+                }
+                for stamp, text in lines:
+                    msg = decode_message(text, stamp)
+                    nick = msg.sender.resource or ""
+                    room.history.append(Line(nick, msg.sender, msg.body, msg.payload, stamp))
+            return len(rows)
+
+        return self._db.run(read).addCallback(keep)
+
+    def _save(self, room: Room) -> None:
+        if self._db is None:
+            return
+        row = {
+            "name": room.jid.local,
+            "title": room.name,
+            "members_only": int(room.members_only),
+            "subject": room.subject,
+            "affiliations": json.dumps({str(j): a for j, a in room.affiliations.items()}),
+            "created": room.created,
+        }
+        persistent = room.persistent
+
+        def write(db: sqlite_utils.Database) -> None:
+            if persistent:
+                db["rooms"].upsert(row, pk="name")
+            else:
+                db.execute("DELETE FROM rooms WHERE name = ?", [row["name"]])
+
+        self._db.run(write).addErrback(lambda f: log.err(f, f"room {room.jid} not saved"))
 
     # -- delivery ------------------------------------------------------------------------------
 
@@ -222,6 +286,8 @@ class MucService:
         subject = el.findtext(C + "subject")
         if subject is not None:
             room.subject, room.subject_by = subject, occ.nick
+            if room.persistent:
+                self._save(room)
         body = el.findtext(C + "body")
         payload = tuple(ch for ch in el if ch.tag != "{urn:xmpp:delay}delay")
         stamp = _delay_stamp(el)
@@ -305,6 +371,8 @@ class MucService:
                 room.invite(me, invitee)
             except RoomError as e:
                 raise StanzaError(e.condition, e.text) from None
+            if room.persistent:
+                self._save(room)  # the invitee is a member now
             if inv.find(USER + "continue") is not None:
                 self._seed_history(room, me, invitee)
             out = ET.Element(C + "message", {"from": str(room.jid)})
@@ -494,6 +562,7 @@ class MucService:
                     room.persistent = value in ("1", "true")
                 elif var == "muc#roomconfig_membersonly":
                     room.members_only = value in ("1", "true")
+            self._save(room)
         return _result(el, None)
 
     def _admin(self, stream: C2SProtocol, el: ET.Element, q: ET.Element, room: Room) -> ET.Element:
@@ -527,6 +596,8 @@ class MucService:
                     room.affiliations.pop(who, None)
                 else:
                     room.affiliations[who] = aff
+                if room.persistent:
+                    self._save(room)
                 if aff == "outcast":
                     for occ in room.occupants_of(who):
                         self._leave(room, occ.jid, codes=("301",))

@@ -225,3 +225,41 @@ def test_room_archive_pages_for_members_only(server: Server, run):
                 raise AssertionError("a stranger read the room's archive")
 
     run(scenario())
+
+
+def test_persistent_room_survives_a_restart_with_members_subject_and_history(make_server, run):
+    server = make_server()
+    alice, bob = server.new_users("alice", "bob")
+    room = room_of(server, "team")
+
+    async def before() -> None:
+        async with Sessions(server) as ss:
+            a = await ss.login(alice)
+            await join(a, room, "alice")
+            iq = a.make_iq_set(ito=room)
+            q = ET.SubElement(iq.xml, "{" + MUC + "#owner}query")
+            x = ET.SubElement(q, "{jabber:x:data}x", {"type": "submit"})
+            f = ET.SubElement(x, "{jabber:x:data}field", {"var": "muc#roomconfig_persistentroom"})
+            ET.SubElement(f, "{jabber:x:data}value").text = "1"
+            await iq.send(timeout=10)
+            invite(a, room, f"{bob}@{server.domain}")
+            subj = a.make_message(mto=room, mtype="groupchat")
+            ET.SubElement(subj.xml, "{jabber:client}subject").text = "Release week"
+            subj.send()
+            a.send_message(mto=room, mbody="kept across restarts", mtype="groupchat")
+            await next_matching(a.inbox, lambda m: m["body"] == "kept across restarts")
+            await asyncio.sleep(0.3)
+
+    async def after() -> None:
+        async with Sessions(server) as ss:
+            b = await ss.login(bob)  # a member since the invitation, room empty meanwhile
+            history = await join(b, room, "bob")
+            assert [h["body"] for h in history] == ["kept across restarts"]
+
+    run(before())
+    server.stop()
+    server.start()
+    listing = json.loads(server.ctl_ok("conference", "list", "--json").stdout)
+    (entry,) = [r for r in listing if r["room"] == room]
+    assert entry["persistent"] and f"{bob}@{server.domain}" in entry["members"]
+    run(after())
