@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from appliance import archive_cli
+from appliance import archive_cli, backup_cli, federation_cli, synthetic
 from appliance.control_client import ControlClient, ControlClientError
 from standard_edition import __version__, config
 from standard_edition.presence.model import STATE_NAMES
@@ -54,6 +54,10 @@ EXAMPLES = {
     "conference list": "se-ctl conference list --json",
     "presence level": "se-ctl presence level alice@example.test bob@example.test workgroup",
 }
+EXAMPLES.update(synthetic.EXAMPLES)
+EXAMPLES.update(backup_cli.EXAMPLES)
+EXAMPLES.update(federation_cli.EXAMPLES)
+EXAMPLES["console"] = "se-ctl console"
 
 
 def _epilog(*names: str) -> str:
@@ -172,6 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     archive_cli.add_parser(commands)
     leaf(commands, "status", "status", "show the server's version, uptime, listeners, counts")
     leaf(commands, "sessions", "sessions", "list the sessions signed in now")
+    synthetic.add_parser(commands, leaf)
+    backup_cli.add_parsers(commands, leaf)
+    federation_cli.add_parsers(commands, leaf)
+    console = commands.add_parser(
+        "console",
+        help="the interactive console (dashboard, users, sessions, presence, conferences)",
+        description="A full-screen console for an 80x24 terminal; q or ctrl+q quits.",
+        epilog=_epilog("console"),
+        formatter_class=fmt,
+    )
+    console.set_defaults(command="console", json=False)
     return parser
 
 
@@ -497,11 +512,25 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], tuple[str, dict[str, An
 }
 
 
+COMMANDS.update(federation_cli.COMMANDS)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(config.locate(args.config))
     except config.ConfigError as e:
         raise UserError(str(e)) from None
+    if args.command == "console":
+        from appliance.console.app import run_console  # Textual loads only for the console
+
+        return run_console(cfg)
+    if args.command == "restore":
+        return backup_cli.restore(args, cfg)
+    if args.command == "backup":
+        return backup_cli.backup(args, cfg)
+    if args.command.startswith("test "):
+        with ControlClient(cfg.control_socket) as client:
+            return synthetic.run(args, client, check_jid)
     if args.command.startswith("archive "):
         # searches, exports and verify of a large archive take a while
         with ControlClient(cfg.control_socket, timeout=600) as client:
@@ -528,7 +557,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         return run(args)
-    except (UserError, ControlClientError, archive_cli.ArchiveUsage) as e:
+    except (
+        UserError,
+        ControlClientError,
+        archive_cli.ArchiveUsage,
+        backup_cli.BackupError,
+        synthetic.SyntheticFailure,
+        federation_cli.FederationUsage,
+    ) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         print(file=sys.stderr)

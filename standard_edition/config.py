@@ -57,6 +57,11 @@ class Config:
     xmpp_version: bool = False
     privacy_default: bool = False
     resume_timeout: int = 300
+    # edge rate limits (edge/limits.py EdgeLimits field names) and per-user policy defaults
+    edge_limits: dict[str, float] = field(default_factory=dict)
+    policy_outside_access: bool = True
+    policy_federation_access: bool = True
+    federation_connect_timeout: int = 20
 
     @property
     def control_socket(self) -> Path:
@@ -219,6 +224,26 @@ def _resume(key: str, v: Any) -> int:
     return v
 
 
+def _count(low: int, high: int) -> Check:
+    def check(key: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ConfigError(f"{key}: expected a whole number from {low} to {high}, got {v!r}")
+        return v
+
+    return check
+
+
+EDGE_LIMITS: dict[str, Check] = {
+    "max_connections_per_address": _count(1, 100_000),
+    "connections_per_minute": _count(1, 1_000_000),
+    "auth_failures_free": _count(1, 1000),
+    "address_failures_free": _count(1, 100_000),
+    "auth_backoff": _count(1, 3600),
+    "auth_backoff_max": _count(1, 86_400),
+    "stanzas_per_second": _count(1, 100_000),
+}
+
+
 def _hosts(key: str, v: Any) -> dict[str, dict[str, Address]]:
     if not isinstance(v, dict):
         raise ConfigError(f"{key}: expected a table")
@@ -240,13 +265,21 @@ SCHEMA: dict[str, Check | dict[str, Check]] = {
     "data_dir": _str,
     "tls": {"cert": _str, "key": _str},
     "listen": {"c2s": _addresses, "c2s_tls": _addresses, "sip": _addresses, "sip_tls": _addresses},
-    "edge": {"c2s": _addresses, "c2s_tls": _addresses, "sip_tls": _addresses, "s2s": _addresses},
+    "edge": {
+        "c2s": _addresses,
+        "c2s_tls": _addresses,
+        "sip_tls": _addresses,
+        "s2s": _addresses,
+        **EDGE_LIMITS,
+    },
     "federation": {
         "mode": _choice("allowlist", "blocklist", "open"),
         "allow": _domains,
         "block": _domains,
         "hosts": _hosts,
+        "connect_timeout": _count(1, 600),
     },
+    "policy": {"outside_access": _bool, "federation_access": _bool},
     "sip": {"digest": _digests},
     "im": {"offline": _bool},
     "archive": {
@@ -324,4 +357,8 @@ def _build(raw: dict[str, Any], base: Path, source: str) -> Config:
         xmpp_version=v.get("xmpp.version", False),
         privacy_default=v.get("presence.privacy", False),
         resume_timeout=v.get("xmpp.resume_timeout", 300),
+        edge_limits={k: v[f"edge.{k}"] for k in EDGE_LIMITS if f"edge.{k}" in v},
+        policy_outside_access=v.get("policy.outside_access", True),
+        policy_federation_access=v.get("policy.federation_access", True),
+        federation_connect_timeout=v.get("federation.connect_timeout", 20),
     )

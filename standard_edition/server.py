@@ -16,22 +16,25 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from standard_edition import tls
+from standard_edition import __version__, tls
 from standard_edition.archive.policy import from_config as archive_policy
 from standard_edition.archive.service import Archive
 from standard_edition.config import Address, Config, ConfigError, load
 from standard_edition.control.server import listen_control
 from standard_edition.core.accounts import Accounts
 from standard_edition.core.admin import Admin
+from standard_edition.core.federation import FederationPolicy
 from standard_edition.core.history import MessageHistory
 from standard_edition.core.offline import OfflineStore
 from standard_edition.core.roster import Rosters
 from standard_edition.core.router import Router
 from standard_edition.core.sessions import SessionRegistry
 from standard_edition.core.settings import Settings
+from standard_edition.edge.listeners import Edge, start_edge
 from standard_edition.presence.service import PresenceService
 from standard_edition.sip.service import SipService
 from standard_edition.sip.transport import SipDatagram, SipStreamFactory
+from standard_edition.store.backup import Snapshots
 from standard_edition.store.database import Database
 from standard_edition.xmpp.c2s import C2SContext, C2SFactory
 from standard_edition.xmpp.iq import IqHandlers
@@ -56,6 +59,9 @@ class Server:
         self.archive: Archive | None = None
         self.tls_options: CurrentTLSOptions | None = None
         self.sip: SipService | None = None
+        self.edge: Edge | None = None
+        self.certificate: tuple[Path, Path] | None = None  # (cert, key) PEM paths in use
+        self.snapshots: Snapshots | None = None
 
     @defer.inlineCallbacks
     def start(self):  # type: ignore[no-untyped-def]
@@ -66,6 +72,7 @@ class Server:
             raise StartupError(f"data_dir: cannot create {cfg.data_dir}: {e.strerror}") from None
         try:
             cert, key = yield self.reactor_thread(tls.ensure_certificate, cfg, log)
+            self.certificate = (cert, key)
             # one swappable object for every listener, so that reload() reaches them all
             tls_options = self.tls_options = CurrentTLSOptions(cert, key)
             try:
@@ -134,7 +141,7 @@ class Server:
         if n_rooms:
             log.info("conference: {n} persistent rooms", n=n_rooms)
 
-        def context(direct_tls: bool) -> C2SContext:
+        def context(direct_tls: bool, origin: str = "internal", edge: Any = None) -> C2SContext:
             ctx = C2SContext(
                 reactor=self.reactor,
                 router=router,
@@ -147,6 +154,8 @@ class Server:
                 direct_tls=direct_tls,
                 muc=self.muc,
                 resume_timeout=cfg.resume_timeout,
+                origin=origin,
+                edge=edge,
             )
             self.c2s_contexts.append(ctx)
             return ctx
@@ -158,13 +167,20 @@ class Server:
             self._listen("c2s_tls", addr, C2SFactory(direct), tls_options)
         if cfg.listen["sip"] or cfg.listen["sip_tls"]:
             yield self._start_sip(router, tls_options)
-        for key, addrs in cfg.edge.items():
-            if addrs:
-                log.warn(
-                    "edge.{key}: the edge listener is not part of this release; not listening",
-                    key=key,
-                )
+        # DESIGN §7: remote users and federation, on the outside address
+        policy = router.federation = FederationPolicy(cfg, settings)
+        self.edge = start_edge(
+            self.reactor, cfg, router, policy, context, self._listen, tls_options, (cert, key)
+        )
+        for ctx in self.c2s_contexts:
+            ctx.s2s = self.edge.s2s
+        if cfg.edge["sip_tls"]:
+            log.warn("edge.sip_tls: SIP federation is not part of this release; not listening")
 
+        self.snapshots = Snapshots(
+            self.reactor, cfg.data_dir, self._backup_databases, self._backup_files, self._describe
+        )
+        self.snapshots.remove_stale()
         admin = Admin(
             cfg,
             router,
@@ -172,7 +188,11 @@ class Server:
             settings,
             rooms_listing=self.muc.listing,
             archive=archive,
+            snapshots=self.snapshots,
+            certificate_sha256=lambda: tls_options.fingerprint,
+            store_paths=lambda: [self.db.path, cfg.archive_database],
         )
+        admin.edge = self.edge
         try:
             self.control_port = listen_control(self.reactor, cfg.control_socket, admin, log=log)
         except (OSError, CannotListenError) as e:
@@ -187,6 +207,29 @@ class Server:
         )
         return self
 
+    # -- what a backup holds (store/backup.py) -------------------------------------------------
+
+    def _backup_databases(self) -> dict[str, Database]:
+        dbs = {"se.sqlite3": self.db}
+        if self.archive is not None:
+            dbs["archive.sqlite3"] = self.archive.db
+        return dbs
+
+    def _backup_files(self) -> dict[str, Path]:
+        files = {}
+        if self.cfg.source != "embedded default":
+            files["config.toml"] = Path(self.cfg.source)
+        if self.certificate is not None:
+            files["tls/cert.pem"], files["tls/key.pem"] = self.certificate
+        return files
+
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "domain": self.cfg.domain,
+            "tls_self_signed": self.cfg.tls_cert is None,
+        }
+
     def reactor_thread(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
         from twisted.internet.threads import deferToThread
 
@@ -197,6 +240,7 @@ class Server:
         """SIP/SIMPLE: UDP and TCP on listen.sip, TLS on listen.sip_tls (RFC 3261 §18)."""
         cfg = self.cfg
         sip = self.sip = SipService(self.reactor, router, self.db, cfg.domain, cfg.sip_digest)
+        sip.conferences = self.muc.conferences  # sip:room@conference.<domain> (DESIGN §5)
         restored = yield sip.start()
         if restored:
             log.info("sip: {n} registrations restored", n=restored)
@@ -250,10 +294,14 @@ class Server:
                     waiting.give_up()  # its unacknowledged messages go to offline storage
         if self.sip is not None:
             self.sip.stop()
+        if self.edge is not None:
+            self.edge.stop()
         for _, port in self.ports:
             yield defer.maybeDeferred(port.stopListening)
         if self.control_port is not None:
             yield defer.maybeDeferred(self.control_port.stopListening)
+        if self.snapshots is not None:
+            self.snapshots.stop()
         # give the goodbyes a moment to reach the clients before the process exits
         yield _sleep(self.reactor, 0.2)
         if self.archive is not None:

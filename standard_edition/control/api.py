@@ -139,3 +139,52 @@ class ControlAPI(Protocol):
     # "archive.verify" {} -> {"ok", "records", "days", "first_id", "last_id", "head",
     #   "broken": {"id", "day", "reason"} | null}
     def archive_verify(self) -> Result: ...
+
+    # "test.credential" {"jid"} -> {"jid", "token", "expires_in", "c2s": ["host:port"],
+    #   "certificate_sha256"}: a one-time credential SASL PLAIN accepts once for that account
+    #   within expires_in seconds (se-ctl test im|presence); logged, never stored
+    def test_credential(self, jid: str) -> Result: ...
+
+    # "backup.start" {} -> {"id", "chunk", "manifest": {"format", "version", "domain",
+    #   "schemas": {file: user_version}, "members": [{"name", "size", "sha256"}], ...}}:
+    #   a consistent snapshot of every database (SQLite backup API on its writer thread), the
+    #   config file and the certificate, kept until backup.finish (or 10 idle minutes)
+    def backup_start(self) -> Result: ...
+
+    # "backup.read" {"id", "name", "offset"} -> {"data": base64, "eof": bool}: the member's
+    #   bytes from offset, at most "chunk" of them
+    def backup_read(self, id: str, name: str, offset: int) -> Result: ...
+
+    # "backup.finish" {"id"} -> {"id"}: the snapshot is removed
+    def backup_finish(self, id: str) -> Result: ...
+
+    # "federation.list" {} -> {"enabled", "mode", "allow", "block", "trusted": {domain: sha256},
+    #   "source": {"mode"|"allow"|"block": "config" | "se-ctl"}, "defaults", "streams"}
+    def federation_list(self) -> Result: ...
+
+    # "federation.mode" {"mode": allowlist | blocklist | open} -> federation.list; stored
+    def federation_mode(self, mode: str) -> Result: ...
+
+    # "federation.allow" {"domain", "remove"?} -> federation.list; allowing also unblocks
+    def federation_allow(self, domain: str, remove: bool = False) -> Result: ...
+
+    # "federation.block" {"domain", "remove"?} -> federation.list; its streams end at once
+    def federation_block(self, domain: str, remove: bool = False) -> Result: ...
+
+    # "federation.trust" {"domain", "cert"? (PEM text se-ctl read), "remove"?}
+    #   -> {"domain", "sha256"}: the peer's self-signed certificate proves its domain
+    def federation_trust(
+        self, domain: str, cert: str | None = None, remove: bool = False
+    ) -> Result: ...
+
+    # "policy.show" {"jid"} -> {"jid", "outside_access", "federation_access", "source"}
+    def policy_show(self, jid: str) -> Result: ...
+
+    # "policy.set" {"jid", "outside_access"?, "federation_access"?} -> policy.show; withdrawing
+    #   outside access ends the user's edge sessions
+    def policy_set(
+        self,
+        jid: str,
+        outside_access: bool | None = None,
+        federation_access: bool | None = None,
+    ) -> Result: ...

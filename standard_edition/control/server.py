@@ -49,6 +49,8 @@ ADMIN_GROUP = "se-appliance"
 SOCKET_MODE = 0o660
 MAX_REQUEST = 1024 * 1024
 HANG_UP_GRACE = 5.0
+# read-only requests a console polls, and backup chunks: logged, they would flood the log
+QUIET_COMMANDS = frozenset({"status", "sessions", "backup.read"})
 
 # the commands are exactly the methods the ControlAPI protocol declares, nothing else of the
 # implementing object is reachable from the socket
@@ -228,7 +230,8 @@ def handle_request(api: ControlAPI, line: bytes, log: Logger, who: str = "") -> 
         return _done(_error(rid, "bad-request", f"{cmd}: {wrong}"))
 
     # never log args: they may hold a password
-    log.info("control: {cmd}{who}", cmd=cmd, who=who)
+    if cmd not in QUIET_COMMANDS:
+        log.info("control: {cmd}{who}", cmd=cmd, who=who)
     d = maybeDeferred(method, **args)
     d.addCallback(lambda result: _encode({"v": VERSION, "id": rid, "ok": True, "result": result}))
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
 
 from standard_edition import __version__
 from standard_edition.archive import store as archive_store
@@ -15,14 +19,17 @@ from standard_edition.archive.policy import PolicyError
 from standard_edition.archive.service import Archive, when
 from standard_edition.config import Config
 from standard_edition.control.api import ControlError
-from standard_edition.core.accounts import Account, AccountError, Accounts
+from standard_edition.core.accounts import TEST_TOKEN_TTL, Account, AccountError, Accounts
+from standard_edition.core.federation import RUNTIME_KEYS as FEDERATION_KEYS
 from standard_edition.core.jid import InvalidJID, parse_jid, prepare_username
 from standard_edition.core.router import Router
 from standard_edition.core.settings import Settings
+from standard_edition.edge.admin import EdgeAdmin
 from standard_edition.presence.access import LEVEL_NAMES, Level
 from standard_edition.presence.aggregate import effective_code
 from standard_edition.presence.calendar import CalendarError, parse_ics
 from standard_edition.presence.model import LABELS, MAX_NOTE, STATE_NAMES, Manual, band
+from standard_edition.store.backup import SnapshotError, Snapshots
 
 # settings se-ctl may change at run time, with their config.toml value
 RUNTIME_KEYS: dict[str, Callable[[Config], Any]] = {
@@ -33,12 +40,15 @@ RUNTIME_KEYS: dict[str, Callable[[Config], Any]] = {
     "archive.external": lambda cfg: cfg.archive_external,
     "archive.critical": lambda cfg: cfg.archive_critical,
     "archive.keep_days": lambda cfg: cfg.archive_keep_days,
+    **FEDERATION_KEYS,
 }
 MAX_PAGE = 5000  # archive records in one answer over the control socket
 MAX_ICS = 8_000_000  # characters of an iCalendar file sent over the control socket
 
+log = Logger(namespace="se.admin")
 
-class Admin:
+
+class Admin(EdgeAdmin):
     def __init__(
         self,
         cfg: Config,
@@ -48,8 +58,14 @@ class Admin:
         clock: Callable[[], float] = time.time,
         rooms_listing: Callable[[], list[dict[str, Any]]] | None = None,
         archive: Archive | None = None,
+        snapshots: Snapshots | None = None,
+        certificate_sha256: Callable[[], str] | None = None,
+        store_paths: Callable[[], list[Any]] | None = None,
     ) -> None:
         self.archive = archive
+        self.snapshots = snapshots
+        self._certificate_sha256 = certificate_sha256
+        self._store_paths = store_paths
         self.settings = settings
         self.rooms_listing = rooms_listing
         self.cfg = cfg
@@ -317,6 +333,8 @@ class Admin:
         value = RUNTIME_KEYS[key](self.cfg)
         if key == "im.offline":
             self.router.offline_enabled = value
+        if key.startswith("federation.") and self.router.federation is not None:
+            self.router.federation.refresh()
         return {"key": key, "value": value, "source": "config"}
 
     def conference_list(self) -> list[dict[str, Any]]:
@@ -441,6 +459,63 @@ class Admin:
     def archive_verify(self) -> Deferred[dict[str, Any]]:
         return self._archive().verify().addCallback(lambda v: v.as_json())
 
+    # -- synthetic transactions and backups (DESIGN §9) --------------------------------------
+
+    def test_credential(self, jid: str) -> dict[str, Any]:
+        acct = self._account(jid)
+        if not acct.enabled:
+            raise ControlError("disabled", f"{self._jid(acct.username)} is disabled")
+        token = self.accounts.issue_test_token(acct.username)
+        log.info("control: one-time test credential issued for {jid}", jid=self._jid(acct.username))
+        return {
+            "jid": self._jid(acct.username),
+            "token": token,
+            "expires_in": TEST_TOKEN_TTL,
+            "c2s": [x["address"] for x in self._listeners() if x["name"] == "c2s"],
+            "certificate_sha256": self._certificate_sha256() if self._certificate_sha256 else None,
+        }
+
+    def _snapshots(self) -> Snapshots:
+        if self.snapshots is None:
+            raise ControlError("unavailable", "this server cannot make backups")
+        return self.snapshots
+
+    def backup_start(self) -> Deferred[dict[str, Any]]:
+        return self._snapshot_errors(self._snapshots().start())
+
+    def backup_read(self, id: str, name: str, offset: int) -> Deferred[dict[str, Any]]:
+        try:
+            d = self._snapshots().read(id, name, offset)
+        except SnapshotError as e:
+            raise ControlError(e.code, e.message) from None
+        return d.addCallback(
+            lambda data: {"data": base64.b64encode(data).decode("ascii"), "eof": not data}
+        )
+
+    def backup_finish(self, id: str) -> dict[str, Any]:
+        try:
+            self._snapshots().finish(id)
+        except SnapshotError as e:
+            raise ControlError(e.code, e.message) from None
+        return {"id": id}
+
+    @staticmethod
+    def _snapshot_errors(d: Deferred[Any]) -> Deferred[Any]:
+        def translate(f: Any) -> Any:
+            if f.check(SnapshotError):
+                raise ControlError(f.value.code, f.value.message)
+            return f
+
+        return d.addErrback(translate)
+
+    def _store_bytes(self) -> int:
+        total = 0
+        for path in self._store_paths() if self._store_paths else ():
+            for suffix in ("", "-wal"):
+                with contextlib.suppress(OSError):
+                    total += os.stat(f"{path}{suffix}").st_size
+        return total
+
     # -- server ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -464,6 +539,8 @@ class Admin:
             },
             "counters": dict(self.router.counters),
             "archive": self.archive.status() if self.archive is not None else None,
+            "store_bytes": self._store_bytes(),
+            "edge": self.edge_status(),
         }
 
     def sessions(self) -> list[dict[str, Any]]:
@@ -478,6 +555,7 @@ class Admin:
             "address": ep.address,
             "since": _iso(ep.since),
             "tls": ep.secure,
+            "origin": getattr(ep, "origin", "internal"),
             "available": p is not None,
             "show": (p.show or "available") if p is not None else "unavailable",
             "priority": p.priority if p is not None else None,

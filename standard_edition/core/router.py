@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.python import log
 
 from standard_edition.archive.service import Archive
@@ -21,6 +22,7 @@ from standard_edition.core.history import MessageHistory
 from standard_edition.core.jid import JID
 from standard_edition.core.model import Message, Presence, RosterItem, Undeliverable
 from standard_edition.core.offline import OfflineStore
+from standard_edition.core.remote import FederationRouting, RemoteDelivery
 from standard_edition.core.roster import Rosters
 from standard_edition.core.sessions import Endpoint, SessionRegistry
 from standard_edition.core.subscription import Kind, State, inbound, outbound
@@ -44,7 +46,7 @@ SHOW: dict[Band, str | None] = {
 }
 
 
-class Router:
+class Router(FederationRouting):
     def __init__(
         self,
         domain: str,
@@ -74,6 +76,12 @@ class Router:
         self.counters = {"messages": 0, "offline_stored": 0, "presence": 0}
         # the compliance archive (archive/service.py), set by the server; None: not archiving
         self.archive: Archive | None = None
+        # other domains (core/remote.py): the federation adapter and the policy, set by the
+        # server when federation is on; None: only this domain exists
+        self.remote: RemoteDelivery | None = None
+        self.federation: Any = None
+        # called with (owner, item) after a roster item changed (SIP watcher info listens)
+        self.roster_listeners: list[Callable[[str, RosterItem], None]] = []
         accounts.on_removed.append(self._account_removed)
         accounts.on_disabled.append(self._account_disabled)
 
@@ -158,6 +166,8 @@ class Router:
         if before == item:
             return
         self.rosters.put(owner, item)
+        for listener in self.roster_listeners:
+            listener(owner, item)
         if item.in_roster:
             for ep in self.sessions.interested(owner):
                 ep.deliver_roster_push(item)
@@ -180,10 +190,12 @@ class Router:
         if not result.route:
             return
         sender = JID(user, self.domain, None)
+        if self.is_remote(contact):
+            self._subscription_out(user, contact, kind)
+            return
         contact_user = self.local_user(contact)
         if contact_user is None:
-            # no such local account, and federation is not available: nothing to route to
-            return
+            return  # no such local account: nothing to route to
         self._inbound_subscription(contact_user, sender, kind)
         if kind is Kind.SUBSCRIBED:
             # §3.1.5: the contact now receives the user's presence
@@ -214,6 +226,8 @@ class Router:
                 sender_user = self.local_user(sender)
                 if sender_user:
                     self._send_user_presence(user, sender_user, gone=True)
+                elif self.is_remote(sender):
+                    self._send_presence_remote(user, sender, gone=True)
         if result.auto_reply is not None:
             self._answer_for(user, sender, result.auto_reply)
         elif kind is Kind.SUBSCRIBE and result.deliver and self._colleague_approval(user, sender):
@@ -224,6 +238,9 @@ class Router:
     def _answer_for(self, user: str, sender: JID, kind: Kind) -> None:
         """§3.1.3: the server answers a request the user already granted."""
         me = JID(user, self.domain, None)
+        if self.is_remote(sender):
+            self._subscription_out(user, sender, kind)
+            return
         sender_user = self.local_user(sender)
         if sender_user is not None:
             self._inbound_subscription(sender_user, me, kind)
@@ -296,6 +313,8 @@ class Router:
             blocked_user = self.local_user(blocked)
             if blocked_user is not None:
                 self._send_user_presence(owner, blocked_user, gone=True)
+            elif self.is_remote(blocked):
+                self._send_presence_remote(owner, blocked, gone=True)
 
     def render(self, owner: str, ep: Endpoint, watcher: JID) -> Presence | None:
         """The presence of one of `owner`'s endpoints as `watcher` may see it; None: Offline."""
@@ -342,6 +361,9 @@ class Router:
     def probe(self, ep: Endpoint, contact: JID) -> None:
         """RFC 6121 §4.3: an explicit probe from a client for one contact."""
         user = ep.jid.local or ""
+        if self.is_remote(contact):
+            self._probe_out(ep, contact)
+            return
         contact_user = self.local_user(contact)
         if contact_user is None:
             return
@@ -357,6 +379,10 @@ class Router:
         for contact in self.rosters.subscribers(user):
             contact_user = self.local_user(contact)
             if contact_user is None:
+                if self.is_remote(contact):
+                    self._presence_out(
+                        ep.jid, contact, None if gone else self.render(user, ep, contact)
+                    )
                 continue
             shown = None if gone else self.render(user, ep, contact)
             self._deliver_presence_to_user(contact_user, ep.jid, shown)
@@ -381,6 +407,8 @@ class Router:
         for contact in self.rosters.subscriptions(user):
             contact_user = self.local_user(contact)
             if contact_user is None:
+                if self.is_remote(contact):
+                    self._probe_out(ep, contact)
                 continue
             for other in self.sessions.available(contact_user):
                 shown = self.render(contact_user, other, ep.jid)
@@ -395,6 +423,9 @@ class Router:
             ep.deliver_presence(sender, p)
 
     def _deliver_presence_to_jid(self, to: JID, sender: JID, p: Presence | None) -> None:
+        if self.is_remote(to):
+            self._presence_out(sender, to, p)
+            return
         user = self.local_user(to)
         if user is None:
             return
@@ -412,6 +443,8 @@ class Router:
 
         The Deferred fires once the message is handed over or safely stored."""
         self.counters["messages"] += 1
+        if self.is_remote(msg.to):
+            return self._route_remote(msg)
         user = self.local_user(msg.to)
         if user is None:
             # §8.5.1: no such account
@@ -454,9 +487,9 @@ class Router:
             target = self.sessions.get(msg.to)
             if target is not None:
                 # §8.5.3.1: a connected resource gets the message whatever its presence
-                target.deliver_message(msg)
+                result = target.deliver_message(msg)
                 self._carbons_received(user, msg, [target])
-                return succeed(None)
+                return self._accepted(user, msg, [result])
             if msg.type in ("groupchat", "headline", "error"):
                 # §8.5.3.2.1: these are not rerouted to the bare address
                 if msg.type == "groupchat":
@@ -474,13 +507,35 @@ class Router:
                 # §8.5.2.1.1: the most available resources (highest priority) get it
                 top = max(e.presence.priority for e in candidates if e.presence)
                 targets = [e for e in candidates if e.presence and e.presence.priority == top]
-            for ep in targets:
-                ep.deliver_message(msg)
+            results = [ep.deliver_message(msg) for ep in targets]
             self._carbons_received(user, msg, targets)
-            return succeed(None)
+            return self._accepted(user, msg, results)
         if msg.type in ("headline", "error"):
             return succeed(None)  # §8.5.2.2: silently dropped when nobody is there
         return self._store_offline(user, msg)
+
+    def _accepted(
+        self, user: str, msg: Message, results: list[Deferred[None] | None]
+    ) -> Deferred[None]:
+        """Whether the endpoints took a message. An endpoint that learns it only later (a SIP
+        registration) returns a Deferred; one that took it returns None. When every endpoint
+        fails, DESIGN §5: the message goes to offline storage if the failure was only the
+        recipient being unreachable (recipient-unavailable), else the sender is told."""
+        pending = [d for d in results if d is not None]
+        if len(pending) < len(results) or not pending:
+            for d in pending:
+                d.addErrback(lambda f: log.msg(f"message to {user}: an endpoint failed: {f.value}"))
+            return succeed(None)
+
+        def decide(outcomes: list[tuple[bool, Any]]) -> Deferred[None] | None:
+            if any(ok for ok, _ in outcomes):
+                return None
+            for _, f in outcomes:
+                if not f.check(Undeliverable) or f.value.condition != "recipient-unavailable":
+                    return f  # type: ignore[no-any-return]
+            return maybeDeferred(self._store_offline, user, msg)
+
+        return DeferredList(pending, consumeErrors=True).addCallback(decide)
 
     def _carbons_received(self, user: str, msg: Message, delivered: list[Endpoint]) -> None:
         """XEP-0280 §6: the recipient's other clients that asked for it get a copy."""
@@ -527,10 +582,18 @@ class Router:
             ]
             if not targets or not stored:
                 return None
-            for _, msg in stored:
-                for ep in targets:
-                    ep.deliver_message(msg)
-            return self.offline.remove(user, [i for i, _ in stored])
+            # a message stays stored until an endpoint took it (a SIP one may fail later)
+            taken = [
+                self._accepted(user, msg, [ep.deliver_message(msg) for ep in targets]).addCallback(
+                    lambda _, i=i: i
+                )
+                for i, msg in stored
+            ]
+
+            def forget(outcomes: list[tuple[bool, Any]]) -> Deferred[None]:
+                return self.offline.remove(user, [i for ok, i in outcomes if ok and i is not None])
+
+            return DeferredList(taken, consumeErrors=True).addCallback(forget)
 
         def done(result: Any) -> Any:
             self._replaying.discard(user)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
+from twisted.internet.defer import Deferred
+
 from standard_edition.core.jid import JID
 from standard_edition.core.model import Message, Presence, RosterItem
 from standard_edition.core.subscription import Kind
@@ -23,7 +25,9 @@ class Endpoint(Protocol):
     presence: Presence | None  # None until the endpoint has said it is available
     interested: bool  # asked for the roster: gets roster pushes and subscription requests
 
-    def deliver_message(self, msg: Message) -> None: ...
+    # None: taken. A Deferred: the endpoint learns later (SIP waits for the contact's answer)
+    # and fails it with Undeliverable (recipient-unavailable: unreachable, try offline storage)
+    def deliver_message(self, msg: Message) -> Deferred[None] | None: ...
     def deliver_presence(self, sender: JID, presence: Presence | None) -> None: ...
     def deliver_subscription(self, sender: JID, kind: Kind) -> None: ...
     def deliver_roster_push(self, item: RosterItem, removed: bool = False) -> None: ...

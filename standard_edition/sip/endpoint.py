@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.internet.defer import Deferred
+
 from standard_edition.core.jid import JID
 from standard_edition.core.model import Message, Presence, RosterItem
 from standard_edition.core.subscription import Kind
@@ -36,8 +38,10 @@ class SipEndpoint:
         self.interested = False
         self.publication: object | None = None  # the PUBLISH entity that sets its state
 
-    def deliver_message(self, msg: Message) -> None:
-        self.service.send_message(self.binding, msg)
+    def deliver_message(self, msg: Message) -> Deferred[None] | None:
+        """A MESSAGE to the registered contact; the Deferred fails with Undeliverable when
+        the contact cannot be reached (sessions.Endpoint)."""
+        return self.service.send_message(self.binding, msg)
 
     def deliver_presence(self, sender: JID, presence: Presence | None) -> None:
         # SIP watchers get NOTIFYs in their subscription dialogs, not per registration

@@ -7,19 +7,24 @@ same-domain auto-approval, DESIGN §4) and the dialog stays pending until it is 
 What a watcher sees is rendered by the core (`router.render`, `access.view`), so NOTIFY
 bodies and XMPP presence always agree. A PUBLISH sets the state of the publisher's
 registration endpoint, or of an endpoint of its own when it has none.
+
+Watcher info (RFC 3857, RFC 3858): a user who subscribes to `presence.winfo` on their own
+URI sees who waits for their approval (RFC 6121 pending-in) and who is allowed. They approve
+by subscribing back to the watcher's presence (or from any client through the core). Both
+the watcher lists and pending dialogs follow the core's roster listener, not a timer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.task import LoopingCall
 from twisted.python import log
 
 from standard_edition.core.jid import JID
-from standard_edition.core.model import Presence
+from standard_edition.core.model import Presence, RosterItem
 from standard_edition.core.subscription import Kind
 from standard_edition.presence.access import Level, view
 from standard_edition.presence.model import AVAILABLE, Aggregate, EndpointState
@@ -37,8 +42,10 @@ __all__ = ["PresenceAgent"]
 
 SUB_MIN, SUB_DEFAULT, SUB_MAX = 60, 3600, 3600
 PUB_MIN, PUB_DEFAULT, PUB_MAX = 60, 3600, 7200
-PENDING_CHECK = 2.0  # seconds between looks at pending subscriptions
 PIDF_TYPE = "application/pidf+xml"
+WINFO_TYPE = "application/watcherinfo+xml"  # RFC 3858 §4
+NS_WINFO = "urn:ietf:params:xml:ns:watcherinfo"
+EVENTS = "presence, presence.winfo"
 
 
 @dataclass(eq=False, slots=True)
@@ -51,6 +58,8 @@ class Watch:
     flow: Peer | None
     timer: Any = None
     last_body: bytes | None = None
+    winfo: bool = False  # a presence.winfo subscription to the owner's own watcher list
+    version: int = -1  # RFC 3858 §4.2: the document version, one more in each NOTIFY
 
 
 @dataclass(eq=False, slots=True)
@@ -104,17 +113,17 @@ class PresenceAgent:
         self.domain = service.domain
         self.watches: dict[DialogId, Watch] = {}
         self.by_owner: dict[str, set[DialogId]] = {}
+        self.winfo_by_owner: dict[str, set[DialogId]] = {}
+        self.pending: set[Watch] = set()  # presence subscriptions waiting for the owner
         self.publications: dict[str, Publication] = {}  # etag -> publication
         self.router.presence.listeners.append(self._aggregate_changed)
         self.router.presence.level_listeners.append(self._levels_changed)
-        self._pending_loop: LoopingCall | None = None
+        self.router.roster_listeners.append(self._roster_changed)
 
     def now(self) -> float:
         return self.service.clock()
 
     def stop(self) -> None:
-        if self._pending_loop is not None and self._pending_loop.running:
-            self._pending_loop.stop()
         for w in self.watches.values():
             _cancel(w.timer)
         for p in self.publications.values():
@@ -124,9 +133,12 @@ class PresenceAgent:
 
     def handle(self, req: Request, tx: ServerTransaction, peer: Peer, user: str) -> None:
         event = (req.headers.get("Event") or "").split(";", 1)[0].strip().lower()
+        if event == "presence.winfo" and req.method == "SUBSCRIBE":
+            self._subscribe(req, tx, peer, user, winfo=True)
+            return
         if event != "presence":
             # RFC 6665 §8.2.2: a package we do not serve
-            self.service.reply(tx, 489, headers=[("Allow-Events", "presence")])
+            self.service.reply(tx, 489, headers=[("Allow-Events", EVENTS)])
             return
         if req.method == "SUBSCRIBE":
             self._subscribe(req, tx, peer, user)
@@ -135,7 +147,9 @@ class PresenceAgent:
 
     # -- SUBSCRIBE ---------------------------------------------------------------------------
 
-    def _subscribe(self, req: Request, tx: ServerTransaction, peer: Peer, user: str) -> None:
+    def _subscribe(
+        self, req: Request, tx: ServerTransaction, peer: Peer, user: str, winfo: bool = False
+    ) -> None:
         now = self.now()
         try:
             expires = grant_expires(
@@ -152,11 +166,20 @@ class PresenceAgent:
             self.service.reply(tx, 404)
             return
         watcher = JID(user, self.domain, None)
-        state = "active" if self._allowed(owner, watcher, ask=True) else "pending"
+        if winfo and owner != user:
+            # RFC 3857 §5.1: a watcher list is its owner's alone
+            self.service.reply(tx, 403, "Only your own watcher list")
+            return
+        if not winfo and self.router.rosters.state(user, self._bare(owner)).pending_in:
+            # subscribing back to someone who waits for you approves them (as SIP clients'
+            # "add contact" does): RFC 6121 §3.1.5 subscribed, then the request of our own
+            self.router.subscription(user, self._bare(owner), Kind.SUBSCRIBED)
+        allowed = winfo or self._allowed(owner, watcher, ask=True)
+        state = "active" if allowed else "pending"
         host, port = self.service.transports.sent_by(peer.transport)
         contact = f"<sip:{owner}@{host}:{port};transport={peer.transport.lower()}>"
         sub = Subscription.from_subscribe(req, contact, now, expires, state=state)
-        w = Watch(sub, owner, watcher, peer if peer.reliable else None)
+        w = Watch(sub, owner, watcher, peer if peer.reliable else None, winfo=winfo)
         status = 200 if state == "active" else 202  # RFC 3265 §3.1.6.1 pending: 202
         self.service.reply(
             tx,
@@ -170,11 +193,12 @@ class PresenceAgent:
             self._notify(w)
             return
         self.watches[sub.dialog.id] = w
-        self.by_owner.setdefault(owner, set()).add(sub.dialog.id)
+        index = self.winfo_by_owner if winfo else self.by_owner
+        index.setdefault(owner, set()).add(sub.dialog.id)
+        if state == "pending":
+            self.pending.add(w)
         self._arm(w)
         self._notify(w)
-        if state == "pending":
-            self._watch_pending()
 
     def _resubscribe(
         self, req: Request, tx: ServerTransaction, user: str, expires: int, now: float
@@ -226,37 +250,41 @@ class PresenceAgent:
         _cancel(w.timer)
         w.timer = None
         did = w.sub.dialog.id
+        self.pending.discard(w)
         if self.watches.get(did) is w:
             del self.watches[did]
-            ids = self.by_owner.get(w.owner)
+            index = self.winfo_by_owner if w.winfo else self.by_owner
+            ids = index.get(w.owner)
             if ids is not None:
                 ids.discard(did)
                 if not ids:
-                    del self.by_owner[w.owner]
+                    del index[w.owner]
 
-    def _watch_pending(self) -> None:
-        if self._pending_loop is None or not self._pending_loop.running:
-            self._pending_loop = LoopingCall(self._check_pending)
-            self._pending_loop.clock = self.service.reactor
-            self._pending_loop.start(PENDING_CHECK, now=False)
+    def _roster_changed(self, owner: str, item: RosterItem) -> None:
+        """The core changed a roster item: the owner's watcher list may differ, and a pending
+        subscription between the two may be decided (RFC 6121 §3.1.5, §3.2)."""
+        for did in list(self.winfo_by_owner.get(owner, ())):
+            w = self.watches.get(did)
+            if w is not None and w.sub.state == "active":
+                self._notify(w)
+        contact = item.contact
+        for w in list(self.pending):
+            if (w.owner == owner and w.watcher == contact) or (
+                w.watcher.local == owner and self._bare(w.owner) == contact
+            ):
+                self._decide(w)
 
-    def _check_pending(self) -> None:
-        """Pending subscriptions whose owner approved (or refused) meanwhile."""
-        pending = [w for w in self.watches.values() if w.sub.state == "pending"]
-        for w in pending:
-            if self._allowed(w.owner, w.watcher):
-                w.sub.activate()
-                self._notify(w, force=True)
-            elif not self.router.rosters.state(
-                w.watcher.local or "", self._bare(w.owner)
-            ).pending_out:
-                # the request was refused (RFC 6121 §3.2): RFC 6665 §4.2.2 reason=rejected
-                w.sub.terminate("rejected")
-                self._notify(w, force=True)
-                self._drop(w)
-        still = any(w.sub.state == "pending" for w in self.watches.values())
-        if not still and self._pending_loop is not None and self._pending_loop.running:
-            self._pending_loop.stop()
+    def _decide(self, w: Watch) -> None:
+        """A pending subscription whose owner may have approved (or refused) it."""
+        if self._allowed(w.owner, w.watcher):
+            self.pending.discard(w)
+            w.sub.activate()
+            self._notify(w, force=True)
+        elif not self._asking(w):
+            # the request was refused (RFC 6121 §3.2): RFC 6665 §4.2.2 reason=rejected
+            w.sub.terminate("rejected")
+            self._notify(w, force=True)
+            self._drop(w)
 
     def _asking(self, w: Watch) -> bool:
         """The watcher's request still waits for the owner's answer (RFC 6121 pending-out)."""
@@ -285,11 +313,41 @@ class PresenceAgent:
             agg = view(self.router.presence.aggregate(owner), level)
         return pidf.build(entity, tuples, agg)
 
+    def watchers(self, owner: str) -> list[tuple[str, str, str]]:
+        """(watcher URI, status, event) per RFC 3858 §4: who waits, who is allowed."""
+        rosters = self.router.rosters
+        out = [(f"sip:{c}", "pending", "subscribe") for c in rosters.pending_in(owner)]
+        out += [(f"sip:{c}", "active", "approved") for c in rosters.subscribers(owner)]
+        return sorted(out)
+
+    def winfo_document(self, w: Watch) -> bytes:
+        """RFC 3858 §4: the full watcher list of the owner's presence."""
+        resource = f"sip:{w.owner}@{self.domain}"
+        lines = [
+            '<?xml version="1.0" encoding="UTF-8"?>',
+            f'<watcherinfo xmlns="{NS_WINFO}" version="{w.version}" state="full">',
+            f'<watcher-list resource="{resource}" package="presence">',
+        ]
+        for uri, status, event in self.watchers(w.owner):
+            wid = hashlib.sha256(uri.encode()).hexdigest()[:12]
+            lines.append(
+                f'<watcher id="{wid}" event="{event}" status="{status}">{_xml(uri)}</watcher>'
+            )
+        lines += ["</watcher-list>", "</watcherinfo>"]
+        return "\n".join(lines).encode()
+
     def _notify(self, w: Watch, force: bool = False) -> None:
         sub = w.sub
         body = b""
         ctype = None
-        if sub.state == "active" or (sub.state == "terminated" and w.last_body is not None):
+        if w.winfo:
+            listing = repr(self.watchers(w.owner)).encode()
+            if sub.state == "active" and not force and listing == w.last_body:
+                return  # the list is what the subscriber last saw
+            w.last_body = listing
+            w.version += 1
+            body, ctype = self.winfo_document(w), WINFO_TYPE
+        elif sub.state == "active" or (sub.state == "terminated" and w.last_body is not None):
             body = self.document(w.owner, w.watcher)
             ctype = PIDF_TYPE
             if not force and body == w.last_body:
@@ -445,12 +503,15 @@ class PresenceAgent:
         if isinstance(ep, PublicationEndpoint):
             self.router.unbind(ep)
 
-    # -- watcher info (placeholder for RFC 3857) ------------------------------------------------
+    # -- watcher info ------------------------------------------------------------------------
 
     def subscription_request(self, ep_jid: JID, sender: JID, kind: Kind) -> None:
-        """A subscription request reached a SIP user; pending dialogs may be decided now."""
-        if any(w.sub.state == "pending" for w in self.watches.values()):
-            self.service.reactor.callLater(0, self._check_pending)
+        """A subscription request reached a SIP user: watcher-info subscribers already learnt
+        of it from the roster listener, which also decides pending dialogs."""
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _cancel(call: Any) -> None:

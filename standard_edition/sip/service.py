@@ -14,13 +14,17 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Hashable
-from typing import Any
+from datetime import UTC
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.python import failure, log
 
-from standard_edition.core.jid import JID, InvalidJID, prepare_username
+from standard_edition.conference.rooms import RoomError
+from standard_edition.conference.service import INVITE
+from standard_edition.core.jid import JID, InvalidJID, parse_jid, prepare_username
 from standard_edition.core.model import Message, Presence, Undeliverable
 from standard_edition.core.router import Router
 from standard_edition.core.subscription import Kind
@@ -55,6 +59,9 @@ from standard_edition.sip.transaction import (
 from standard_edition.sip.transport import Peer, Transports
 from standard_edition.store.database import Database
 
+if TYPE_CHECKING:
+    from standard_edition.conference.service import Conferences
+
 __all__ = ["ALLOW", "SipService", "status_for"]
 
 ALLOW = "REGISTER, MESSAGE, SUBSCRIBE, NOTIFY, PUBLISH, OPTIONS, ACK, CANCEL, BYE"
@@ -64,6 +71,11 @@ UDP_MAX_BODY = (
 )
 MAX_IM_BODY = 32 * 1024  # RFC 3428 §7: beyond this a MESSAGE is refused with 413
 NS_CLIENT_BODY = "{jabber:client}body"
+# DESIGN §3: said to the sender of a large message that has no reliable way to its recipient
+TOO_LARGE = (
+    "the message is too large for the recipient's connection "
+    f"(over {UDP_MAX_BODY} bytes, and no TCP or TLS path to it)"
+)
 
 
 def status_for(e: Undeliverable) -> tuple[int, str | None]:
@@ -74,6 +86,8 @@ def status_for(e: Undeliverable) -> tuple[int, str | None]:
         if "full" in e.text:
             return 480, "Offline storage full"
         return 404, None  # no such user, or one who blocked the sender: the same answer
+    if e.condition == "not-acceptable" and e.text == TOO_LARGE:
+        return 513, "Message Too Large for the recipient's connection"
     if e.condition == "not-acceptable":
         return 403, e.text or None
     if e.condition in ("item-not-found", "remote-server-not-found", "jid-malformed"):
@@ -107,6 +121,8 @@ class SipService:
         self._timers: dict[tuple[Hashable, str], Any] = {}
         self._pending: dict[Hashable, defer.Deferred[Response]] = {}
         self.counters = {"requests": 0, "responses": 0, "malformed": 0}
+        # conferences (conference/service.py): sip:room@conference.<domain>, set by the server
+        self.conferences: Conferences | None = None
         from standard_edition.sip.presence import PresenceAgent
 
         self.presence = PresenceAgent(self)
@@ -298,7 +314,11 @@ class SipService:
             self.reply(
                 tx,
                 200,
-                headers=[("Allow", ALLOW), ("Accept", ACCEPT), ("Allow-Events", "presence")],
+                headers=[
+                    ("Allow", ALLOW),
+                    ("Accept", ACCEPT),
+                    ("Allow-Events", "presence, presence.winfo"),
+                ],
             )
         elif method == "INVITE":
             # DESIGN §3: this server carries IM and presence, not calls
@@ -370,6 +390,8 @@ class SipService:
         b.endpoint = None
         if ep is not None:
             self.presence.endpoint_gone(ep)
+            if self.conferences is not None:
+                self.conferences.endpoint_gone(ep.jid)
             self.router.unbind(ep)
 
     def endpoint_closed(self, ep: SipEndpoint) -> None:
@@ -386,8 +408,9 @@ class SipService:
     # -- MESSAGE (RFC 3428) ------------------------------------------------------------------
 
     def _message(self, req: Request, tx: ServerTransaction, peer: Peer, user: str) -> None:
+        room = self._room_of(req.ruri)
         target = self._user_of(req.ruri)
-        if target is None:
+        if target is None and room is None:
             self.reply(tx, 404)
             return
         if len(req.body) > MAX_IM_BODY:
@@ -396,6 +419,13 @@ class SipService:
         text = _text_of(req)
         if text is None:
             self.reply(tx, 415, headers=[("Accept", "text/plain, message/cpim")])
+            return
+        if room is not None:
+            self._room_message(req, tx, peer, user, room, text)
+            return
+        assert target is not None
+        if text.lstrip().lower().startswith(INVITE + " ") and self.conferences is not None:
+            self._escalate(req, tx, peer, user, target, text)
             return
         ep = self.endpoint_for(user, req, peer)
         sender = ep.jid if ep is not None else JID(user, self.domain, None)
@@ -426,18 +456,109 @@ class SipService:
 
         d.addCallbacks(lambda _: self.reply(tx, 200), failed)
 
-    def send_message(self, b: Binding, msg: Message) -> None:
-        """The core delivers a message to a registration: a MESSAGE to its contact."""
+    # -- conferences (DESIGN §5) -------------------------------------------------------------
+
+    def _room_of(self, uri: Any) -> Any:
+        """The conference room a sip:room@conference.<domain> URI names, if it exists."""
+        conf = self.conferences
+        if conf is None or not isinstance(uri, SipURI) or not uri.user:
+            return None
+        if uri.host.lower() != conf.domain:
+            return None
+        try:
+            return conf.room_of(parse_jid(f"{uri.user}@{conf.domain}"))
+        except InvalidJID:
+            return None
+
+    def _occupant_endpoint(self, user: str, req: Request, peer: Peer) -> SipEndpoint | None:
+        """The registration that takes part in a room: the sender's, else any of the user's."""
+        ep = self.endpoint_for(user, req, peer)
+        if ep is None:
+            ep = next((b.endpoint for b in self.registrar.bindings(user) if b.endpoint), None)
+        return ep
+
+    def _room_message(
+        self, req: Request, tx: ServerTransaction, peer: Peer, user: str, room: Any, text: str
+    ) -> None:
+        """A MESSAGE to a room: a line said there, the reply that joins, or /leave."""
+        assert self.conferences is not None
+        ep = self._occupant_endpoint(user, req, peer)
+        if ep is None:
+            self.reply(tx, 403, "Register before taking part in a conference")
+            return
+        try:
+            d = self.conferences.plain_line(room, ep.jid, text)
+        except RoomError as e:
+            self.reply(tx, *_room_status(e))
+            return
+        d.addCallbacks(lambda _: self.reply(tx, 200), lambda f: self._refused(tx, f, user))
+
+    def _escalate(
+        self, req: Request, tx: ServerTransaction, peer: Peer, user: str, target: str, text: str
+    ) -> None:
+        """`/invite carol` in a one-to-one chat: the chat becomes a conference (DESIGN §5)."""
+        assert self.conferences is not None
+        ep = self._occupant_endpoint(user, req, peer)
+        if ep is None:
+            self.reply(tx, 403, "Register before starting a conference")
+            return
+        others = []
+        for word in text.split()[1:]:
+            name = word.strip("<>,;").removeprefix("sip:").removeprefix("sips:")
+            try:
+                others.append(parse_jid(name if "@" in name else f"{name}@{self.domain}").bare)
+            except InvalidJID:
+                self.reply(tx, 404, f"No user {name}"[:80])
+                return
+        if not others:
+            self.reply(tx, 400, "Say whom to invite: /invite NAME")
+            return
+        try:
+            self.conferences.escalate(ep.jid, JID(target, self.domain, None), others)
+        except RoomError as e:
+            self.reply(tx, *_room_status(e))
+            return
+        self.reply(tx, 200)
+
+    def _refused(self, tx: ServerTransaction, f: failure.Failure, user: str) -> None:
+        e = f.value
+        if isinstance(e, Undeliverable):
+            self.reply(tx, *status_for(e))
+        else:
+            log.err(f, f"sip: conference line from {user} not delivered")
+            self.reply(tx, 500)
+
+    # -- MESSAGE to a registration -----------------------------------------------------------
+
+    def send_message(self, b: Binding, msg: Message) -> defer.Deferred[None] | None:
+        """The core delivers a message to a registration: a MESSAGE to its contact. The
+        Deferred fails with Undeliverable when the contact does not take it."""
         if msg.body is None or msg.type == "error":
-            return  # chat states and receipts have no SIP page-mode form
+            return None  # chat states and receipts have no SIP page-mode form
         sender = msg.sender
         display = None
-        if sender.local is not None and sender.domain == self.domain:
+        text = msg.body
+        conf = self.conferences
+        if conf is not None and sender.domain == conf.domain:
+            # a room speaks from its own URI, so that a reply goes back to the room; the
+            # speaker's nickname is the display name and starts the line
+            if sender.resource:
+                display = sender.resource
+                text = f"{sender.resource}: {text}"
+            sender = sender.bare
+        elif sender.local is not None and sender.domain == self.domain:
             acct = self.router.accounts.get(sender.local)
             display = acct.name if acct and acct.name else None
         from_uri = f"sip:{sender.local}@{sender.domain}" if sender.local else f"sip:{sender.domain}"
         name = f"{quote_string(display)} " if display else ""
-        body = msg.body.encode("utf-8")
+        extra: list[tuple[str, str]] = []
+        if msg.delay is not None:
+            # stored while the user was offline, or room history: the original time, in the
+            # Date header (RFC 3261 §20.17) and in the text, which is what clients show
+            when = msg.delay.astimezone(UTC)
+            extra.append(("Date", formatdate(when.timestamp(), usegmt=True)))
+            text = f"[{when:%Y-%m-%d %H:%M} UTC] {text}"
+        body = text.encode("utf-8")
         headers = [
             ("From", f"{name}<{from_uri}>;tag={secrets.token_hex(6)}"),
             ("To", f"<sip:{b.username}@{self.domain}>"),
@@ -445,14 +566,32 @@ class SipService:
             ("CSeq", "1 MESSAGE"),
             ("Max-Forwards", "70"),
             ("Content-Type", "text/plain;charset=UTF-8"),
+            *extra,
         ]
-        d = self.request_to_binding(b, "MESSAGE", b.contact, headers, body)
+        large = len(body) > UDP_MAX_BODY
+        # the core learns whether the request could be sent (a large body needs a TCP or TLS
+        # connection, DESIGN §3); the contact's own answer comes later and is only logged
+        if b.flow is not None and self.transports.connected(b.flow):
+            where: defer.Deferred[Peer] = defer.succeed(b.flow)
+        else:
+            where = self.peer_for(b.contact, len(body))
+        where.addCallback(lambda peer: self.transports.reachable(peer).addCallback(lambda _: peer))
 
-        def done(resp: Response) -> None:
+        def send(peer: Peer) -> None:
+            d = self.request_to(peer, "MESSAGE", b.contact, headers, body)
+            d.addCallbacks(answered, lambda f: log.err(f, f"sip: MESSAGE to {b.username}"))
+
+        def answered(resp: Response) -> None:
             if resp.status >= 300:
                 log.msg(f"sip: MESSAGE to {b.username} at {b.contact}: {resp.status} {resp.reason}")
 
-        d.addCallbacks(done, lambda f: log.err(f, f"sip: MESSAGE to {b.username}"))
+        def unsent(f: failure.Failure) -> None:
+            log.msg(f"sip: MESSAGE to {b.username} at {b.contact} not sent: {f.getErrorMessage()}")
+            if large:
+                raise Undeliverable("not-acceptable", TOO_LARGE)
+            raise Undeliverable("recipient-unavailable", f.getErrorMessage())
+
+        return where.addCallbacks(send, unsent)
 
     def request_to_binding(
         self,
@@ -526,6 +665,17 @@ class SipService:
 
     def subscription_request(self, ep_jid: JID, sender: JID, kind: Kind) -> None:
         self.presence.subscription_request(ep_jid, sender, kind)
+
+
+def _room_status(e: RoomError) -> tuple[int, str | None]:
+    """The SIP answer for a refused room operation."""
+    if e.condition == "item-not-found":
+        return 404, e.text or None
+    if e.condition == "conflict":
+        return 409, e.text or None
+    if e.condition in ("bad-request", "jid-malformed"):
+        return 400, e.text or None
+    return 403, e.text or None  # registration-required, not-acceptable, forbidden
 
 
 def _text_of(req: Request) -> str | None:

@@ -211,6 +211,16 @@ class Transports:
         d.addCallback(lambda s: s.write(data))
         return d
 
+    def reachable(self, peer: Peer) -> defer.Deferred[None]:
+        """Fires once a request to `peer` can be written: at once for UDP and open flows, after
+        connecting for TCP; fails when no connection can be made (a closed TLS flow cannot be
+        reopened)."""
+        if peer.transport == "UDP" or self.connected(peer):
+            return defer.succeed(None)
+        if peer.transport != "TCP":
+            return defer.fail(ConnectionError(f"no open {peer.transport} connection to {peer}"))
+        return self._connect(peer).addCallback(lambda _: None)
+
     def _connect(self, peer: Peer) -> defer.Deferred[SipStream]:
         pending = self._connecting.get(peer)
         if pending is not None:

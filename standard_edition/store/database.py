@@ -84,6 +84,11 @@ class Database:
         conn.execute("COMMIT")
         return result
 
+    def connection(self) -> sqlite3.Connection:
+        """The open connection; only for functions already running on the store thread."""
+        assert self._db is not None, "store not open"
+        return self._db.conn
+
     def close(self) -> Deferred[None]:
         """Finish queued work, checkpoint the WAL and stop the thread."""
 

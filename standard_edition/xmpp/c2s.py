@@ -26,6 +26,7 @@ from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Message, Presence, RosterItem, Undeliverable
 from standard_edition.core.router import Router
 from standard_edition.core.subscription import Kind
+from standard_edition.edge.limits import EdgeGuard, TokenBucket
 from standard_edition.xmpp import sasl, sm
 from standard_edition.xmpp.iq import IqHandlers
 from standard_edition.xmpp.muc import MucService
@@ -90,6 +91,10 @@ class C2SContext:
     muc: MucService | None = None
     resume_timeout: float = sm.RESUME_TIMEOUT
     sm_sessions: dict[str, C2SProtocol] = field(default_factory=dict)  # XEP-0198 ids
+    # DESIGN §7: "edge" for the outside listeners, whose logins and rates are limited
+    origin: str = "internal"
+    edge: EdgeGuard | None = None
+    s2s: Any = None  # xmpp/s2s.py S2SService, when federation is on: iq to other domains
 
 
 class C2SProtocol(Protocol):
@@ -122,16 +127,35 @@ class C2SProtocol(Protocol):
         self.csi_inactive = False  # XEP-0352: the user is not looking at this client
         self.csi_held: dict[str, ET.Element] = {}
         self._push_id = 0
+        self.origin = ctx.origin  # travels with the session: policies and se-ctl see it
+        self.host = ""  # the peer's IP address, for the edge limits
+        self.refused = False  # the edge refused the connection before any byte
+        self.attempted: str | None = None  # the account the last SASL exchange named
+        self.bucket: TokenBucket | None = None
 
     # -- connection --------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
         self.address = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.host = str(getattr(peer, "host", "?"))
+        edge = self.ctx.edge
+        if edge is not None and not edge.connection_opened(self.host):
+            # DESIGN §7: too many connections from this address: nothing is said, nothing read
+            self.refused = self.closing = True
+            self.transport.abortConnection()
+            return
+        if edge is not None:
+            rate = edge.limits.stanzas_per_second
+            self.bucket = TokenBucket(rate, rate * 5, self.ctx.reactor.seconds)
         self.ctx.streams.add(self)
         self.timeout = self.ctx.reactor.callLater(AUTH_TIMEOUT, self._auth_timed_out)
 
     def connectionLost(self, reason: failure.Failure | None = None) -> None:
+        if self.refused:
+            return
+        if self.ctx.edge is not None:
+            self.ctx.edge.connection_closed(self.host)
         self.ctx.streams.discard(self)
         self.closing = True
         if self.timeout is not None and self.timeout.active():
@@ -381,9 +405,14 @@ class C2SProtocol(Protocol):
             return
         if name == "auth":
             self.auth_attempts += 1
+            edge = self.ctx.edge
+            if edge is not None and edge.login_wait(self.origin, self.host, None) > 0:
+                self._edge_locked()
+                return
+            self.attempted = None
             self.mechanism = sasl.make_mechanism(
                 el.get("mechanism", ""),
-                lookup=self.ctx.router.accounts.sasl_lookup,
+                lookup=self._lookup,
                 decoy_secret=self.ctx.decoy_secret,
                 channel_binding=self._channel_binding(),
                 tls=True,
@@ -404,6 +433,38 @@ class C2SProtocol(Protocol):
             self._sasl_failure(sasl.Failure("aborted"), delay=False)
         else:
             self.stream_error("bad-format", f"unexpected SASL element <{name}/>")
+
+    def _lookup(self, username: str) -> Any:
+        self.attempted = username  # whom this exchange tries, known or not (edge limits)
+        return self.ctx.router.accounts.sasl_lookup(username)
+
+    def _edge_locked(self) -> None:
+        """Too many failed logins from this address (for this account): refused unheard, and
+        the stream ends, so each further guess costs a new connection."""
+        assert self.ctx.edge is not None
+        self.ctx.edge.login_refused()
+        self.mechanism = None
+        self.auth_attempts = MAX_AUTH_ATTEMPTS
+        # no pause: the guess is not even looked at, and the connection is not kept open
+        self._sasl_failure(
+            sasl.Failure("temporary-auth-failure", "too many failed logins; try again later"),
+            delay=False,
+        )
+
+    def _edge_login(self, step: sasl.Success) -> sasl.SaslStep:
+        """DESIGN §7: a login on the edge must not be locked out and needs outside access."""
+        edge = self.ctx.edge
+        assert edge is not None
+        if edge.login_wait(self.origin, self.host, step.username) > 0:
+            edge.login_refused()
+            self.auth_attempts = MAX_AUTH_ATTEMPTS
+            return sasl.Failure("temporary-auth-failure", "too many failed logins; try later")
+        policy = getattr(self.ctx.router, "federation", None)
+        if policy is not None and not policy.outside_access(step.username):
+            edge.counters["outside_access_refused"] += 1
+            return sasl.Failure("not-authorized", "this account may not sign in from outside")
+        edge.login_succeeded(self.origin, self.host, step.username)
+        return step
 
     def _sasl_step(self, text: str) -> None:
         text = text.strip()
@@ -432,6 +493,14 @@ class C2SProtocol(Protocol):
         self.auth_pending = False
         if self.closing:
             return
+        if isinstance(step, sasl.Success) and self.ctx.edge is not None:
+            step = self._edge_login(step)
+        elif (
+            isinstance(step, sasl.Failure)
+            and self.ctx.edge is not None
+            and step.condition in ("not-authorized", "account-disabled", "credentials-expired")
+        ):
+            self.ctx.edge.login_failed(self.origin, self.host, self.attempted)
         if isinstance(step, sasl.Challenge):
             payload = base64.b64encode(step.data).decode() if step.data else "="
             self.send(f"<challenge xmlns='{sasl.NS_SASL}'>{payload}</challenge>".encode())
@@ -551,6 +620,12 @@ class C2SProtocol(Protocol):
 
     def _session_stanza(self, el: ET.Element) -> None:
         assert self.jid is not None
+        if self.bucket is not None and not self.bucket.take():
+            # DESIGN §7: a remote session sending faster than the edge allows
+            if self.ctx.edge is not None:
+                self.ctx.edge.counters["stanza_rate_exceeded"] += 1
+            self.stream_error("policy-violation", "too many stanzas per second")
+            return
         if self.sm is not None:
             self.sm.received()
         sender = el.get("from")
@@ -602,9 +677,10 @@ class C2SProtocol(Protocol):
         if muc is not None and to.domain == muc.domain:
             muc.message(self, el, to)
             return
-        if to.domain != self.ctx.domain:
+        remote = to.domain != self.ctx.domain
+        if remote and self.ctx.router.remote is None:
             raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
-        if to.local is None:
+        if to.local is None and not remote:
             raise StanzaError("service-unavailable")
         msg = message_from_stanza(el, self.jid, to)
         d = self.ctx.router.route_message(msg)
@@ -666,6 +742,10 @@ class C2SProtocol(Protocol):
                 answer.addErrback(self._iq_failed, el)
             elif answer is not None:
                 self.send_stanza(answer)
+            return
+        if to is not None and to.domain != self.ctx.domain and self.ctx.s2s is not None:
+            # another domain: over federation, when the policy lets this user reach it
+            self.ctx.s2s.forward_iq(self, el, to)
             return
         if to is not None and to.domain == self.ctx.domain and to.local is not None and to.resource:
             # addressed to one endpoint of a user: pass it through (RFC 6121 §8.5.3.1)

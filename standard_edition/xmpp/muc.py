@@ -18,7 +18,8 @@ import sqlite_utils
 from twisted.internet.defer import Deferred
 from twisted.python import log
 
-from standard_edition.conference.rooms import HISTORY_MAX, Line, Occupant, Room, RoomError, Rooms
+from standard_edition.conference.rooms import HISTORY_MAX, Line, Occupant, Room, RoomError
+from standard_edition.conference.service import Conferences, archive_name
 from standard_edition.core.history import decode_message
 from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Message
@@ -39,15 +40,23 @@ CONF = "{jabber:x:conference}"
 DATA = "{jabber:x:data}"
 DISCO_INFO = "{http://jabber.org/protocol/disco#info}"
 DISCO_ITEMS = "{http://jabber.org/protocol/disco#items}"
-ESCALATION_LINES = 20  # DESIGN §5: up to 20 lines of the last hour come along
-ESCALATION_AGE = 3600.0
 
 
 class MucService:
-    def __init__(self, domain: str, router: Router, db: Database | None = None) -> None:
-        self.domain = f"conference.{domain}"
+    def __init__(
+        self,
+        domain: str,
+        router: Router,
+        db: Database | None = None,
+        conferences: Conferences | None = None,
+    ) -> None:
+        # the rooms and their fan-out are shared with the SIP adapter (conference/service.py);
+        # this class renders them for XMPP clients (conference.service.XmlView)
+        self.conferences = conferences or Conferences(domain, router)
+        self.conferences.view = self
+        self.domain = self.conferences.domain
         self.router = router
-        self.rooms = Rooms(self.domain)
+        self.rooms = self.conferences.rooms
         self._db = db
 
     # -- persistent rooms ----------------------------------------------------------------------
@@ -109,16 +118,49 @@ class MucService:
     # -- delivery ------------------------------------------------------------------------------
 
     def _send(self, to: JID, el: ET.Element) -> None:
-        ep = self.router.sessions.get(to)
-        if ep is None:
-            return
-        deliver = getattr(ep, "deliver_stanza", None)
-        if deliver is not None:
-            deliver(el)
-        elif el.tag == C + "message" and el.findtext(C + "body"):
+        def plain() -> Message | None:
             # an endpoint that speaks no XML (SIP) gets the line as a plain message
-            sender = parse_jid(el.get("from", self.domain))
-            ep.deliver_message(Message(sender, to, "groupchat", el.findtext(C + "body")))
+            if el.tag == C + "message" and el.findtext(C + "body"):
+                sender = parse_jid(el.get("from", self.domain))
+                return Message(sender, to, "groupchat", el.findtext(C + "body"))
+            return None
+
+        self.conferences.send(to, lambda: el, plain)
+
+    # -- conference.service.XmlView ------------------------------------------------------------
+
+    def occupant_presence(
+        self, room: Room, occ: Occupant, to: Occupant, *, gone: bool, codes: tuple[str, ...]
+    ) -> ET.Element:
+        return self._occupant_presence(room, occ, to, gone=gone, codes=codes)
+
+    def line_element(
+        self, room: Room, line: Line, *, delayed: bool, msg_id: str | None = None
+    ) -> ET.Element:
+        return self._line(room, line, delayed=delayed, msg_id=msg_id)
+
+    def subject_element(self, room: Room) -> ET.Element:
+        subj = ET.Element(C + "message", {"from": str(room.jid), "type": "groupchat"})
+        sub(subj, C + "subject", text=room.subject)
+        return subj
+
+    def invitation_element(
+        self, room: Room, inviter: JID, text: str, reason: str | None, thread: str | None
+    ) -> ET.Element:
+        """§7.8.2 mediated invitation, from the server's side of an escalation (§7.9)."""
+        out = ET.Element(C + "message", {"from": str(room.jid)})
+        inv = sub(sub(out, USER + "x"), USER + "invite", {"from": str(inviter)})
+        if reason:
+            sub(inv, USER + "reason", text=reason)
+        sub(inv, USER + "continue", {"thread": thread} if thread else {})
+        direct = {"jid": str(room.jid), "continue": "true"}
+        if thread:
+            direct["thread"] = thread
+        if reason:
+            direct["reason"] = reason
+        sub(out, CONF + "x", direct)
+        sub(out, C + "body", text=text)
+        return out
 
     def _occupant_presence(
         self,
@@ -153,9 +195,7 @@ class MucService:
     def _broadcast_presence(
         self, room: Room, occ: Occupant, *, gone: bool = False, codes: tuple[str, ...] = ()
     ) -> None:
-        for other in list(room.occupants.values()) + ([occ] if gone else []):
-            own = ("110", *codes) if other is occ else codes
-            self._send(other.jid, self._occupant_presence(room, occ, other, gone=gone, codes=own))
+        self.conferences.broadcast_occupant(room, occ, gone=gone, codes=codes)
 
     # -- entry points from the c2s stream ------------------------------------------------------
 
@@ -188,28 +228,17 @@ class MucService:
                 occ.presence = el
                 self._broadcast_presence(room, occ)
                 return
-            occ, created = room.join(me, nick)
+            muc_x = el.find(MUC + "x")
+            # §7.2.3 order: the others' presence, the new occupant's, history, subject
+            self.conferences.join(
+                room, me, nick, presence=el, history=lambda r: self._history_for(r, muc_x)
+            )
         except RoomError as e:
             self.rooms.discard_if_empty(room)
             reply = error_reply(el, e.condition, e.text)
             reply.set("from", f"{room.jid}/{nick}")
             stream.send_stanza(reply)
             return
-        occ.presence = el
-        self._joined(room, occ, created, el.find(MUC + "x"))
-
-    def _joined(self, room: Room, occ: Occupant, created: bool, muc_x: ET.Element | None) -> None:
-        # XEP-0045 §7.2.3: others' presence first, then the new occupant's to everyone
-        for other in room.occupants.values():
-            if other is not occ:
-                self._send(occ.jid, self._occupant_presence(room, other, occ))
-        self._broadcast_presence(room, occ, codes=("201",) if created else ())
-        for line in self._history_for(room, muc_x):
-            self._send(occ.jid, self._line(room, line, delayed=True))
-        # §7.2.15: the subject (empty when none) marks the end of the join
-        subj = ET.Element(C + "message", {"from": str(room.jid), "type": "groupchat"})
-        sub(subj, C + "subject", text=room.subject)
-        self._send(occ.jid, subj)
 
     def _history_for(self, room: Room, muc_x: ET.Element | None) -> list[Line]:
         lines = list(room.history)
@@ -253,16 +282,11 @@ class MucService:
         self._broadcast_presence(room, occ)
 
     def _leave(self, room: Room, me: JID, codes: tuple[str, ...] = ()) -> None:
-        occ = room.leave(me)
-        if occ is None:
-            return
-        self._broadcast_presence(room, occ, gone=True, codes=codes)
-        self.rooms.discard_if_empty(room)
+        self.conferences.leave(room, me, codes)
 
     def endpoint_gone(self, jid: JID) -> None:
         """A session ended: it leaves every room it was in."""
-        for room in self.rooms.rooms_of(jid):
-            self._leave(room, jid)
+        self.conferences.endpoint_gone(jid)
 
     def message(self, stream: C2SProtocol, el: ET.Element, to: JID) -> None:
         assert stream.jid is not None
@@ -279,43 +303,23 @@ class MucService:
             return
         if el.get("type") != "groupchat":
             raise StanzaError("bad-request", "messages to a room are type groupchat")
+        subject = el.findtext(C + "subject")
         try:
-            occ = room.speaker(me)
+            # history, room archive (XEP-0313), compliance archive and fan-out are shared
+            # with SIP occupants (conference/service.py)
+            spoken = self.conferences.speak(
+                room,
+                me,
+                el.findtext(C + "body"),
+                subject=subject,
+                payload=tuple(ch for ch in el if ch.tag != "{urn:xmpp:delay}delay"),
+                msg_id=el.get("id"),
+                stamp=_delay_stamp(el),
+            )
         except RoomError as e:
             raise StanzaError(e.condition, e.text) from None
-        subject = el.findtext(C + "subject")
-        if subject is not None:
-            room.subject, room.subject_by = subject, occ.nick
-            if room.persistent:
-                self._save(room)
-        body = el.findtext(C + "body")
-        payload = tuple(ch for ch in el if ch.tag != "{urn:xmpp:delay}delay")
-        stamp = _delay_stamp(el)
-        line = Line(
-            occ.nick, me, body, payload, stamp if stamp is not None else time.time(), subject
-        )
-        out = self._line(room, line, delayed=stamp is not None, msg_id=el.get("id"))
-
-        def fan_out(_: object = None) -> None:
-            if body is not None or subject is not None:
-                room.history.append(line)
-            history = self.router.history
-            if body is not None and history is not None:
-                # XEP-0313 for rooms: this incarnation of the room keeps its own archive
-                sender = JID(room.jid.local, room.jid.domain, occ.nick)
-                kept = Message(sender, room.jid, "groupchat", body, el.get("id"), payload)
-                history.record(archive_name(room), me, False, kept, line.stamp)
-            for other in room.occupants.values():
-                self._send(other.jid, out)
-
-        archive = self.router.archive
-        archived = None
-        if archive is not None and body is not None:
-            # DESIGN §6: room lines are archived like one-to-one chats, critical mode included
-            archived = archive.record(Message(me, room.jid, "groupchat", body, el.get("id")))
-        if archived is None:
-            fan_out()
-            return
+        if subject is not None and room.persistent:
+            self._save(room)
 
         def refused(f: Any) -> None:
             e = f.value
@@ -327,7 +331,7 @@ class MucService:
                 )
             )
 
-        archived.addCallbacks(fan_out, refused)
+        spoken.addErrback(refused)
 
     def _line(
         self, room: Room, line: Line, *, delayed: bool, msg_id: str | None = None
@@ -365,16 +369,6 @@ class MucService:
                 invitee = parse_jid(inv.get("to", "")).bare
             except InvalidJID:
                 raise StanzaError("jid-malformed", "the invitee's address is not valid") from None
-            if self.router.local_user(invitee) is None:
-                raise StanzaError("item-not-found", f"no user {invitee}")
-            try:
-                room.invite(me, invitee)
-            except RoomError as e:
-                raise StanzaError(e.condition, e.text) from None
-            if room.persistent:
-                self._save(room)  # the invitee is a member now
-            if inv.find(USER + "continue") is not None:
-                self._seed_history(room, me, invitee)
             out = ET.Element(C + "message", {"from": str(room.jid)})
             ox = sub(out, USER + "x")
             oinv = sub(ox, USER + "invite", {"from": str(me)})
@@ -391,39 +385,20 @@ class MucService:
             if reason:
                 direct["reason"] = reason
             sub(out, CONF + "x", direct)
-            body = f"{me.bare} invites you to the conference {room.jid}"
-            sub(out, C + "body", text=body + (f": {reason}" if reason else ""))
-            for ep in self.router.sessions.available(invitee.local or ""):
-                deliver = getattr(ep, "deliver_stanza", None)
-                if deliver is not None:
-                    deliver(out)
-                else:
-                    ep.deliver_message(
-                        Message(room.jid, ep.jid, "normal", out.findtext(C + "body"))
-                    )
+            sub(out, C + "body", text=self.conferences.invitation_text(room, me, reason))
+            try:
+                # the rule, the member list, the seeded history (§7.9) and the delivery to
+                # every endpoint of the invitee are shared with SIP (conference/service.py)
+                self.conferences.invite(
+                    room, me, invitee, reason=reason, continued=cont is not None, xml=out
+                )
+            except RoomError as e:
+                raise StanzaError(e.condition, e.text) from None
+            if room.persistent:
+                self._save(room)  # the invitee is a member now
 
     def _seed_history(self, room: Room, inviter: JID, invitee: JID) -> None:
-        """DESIGN §5: when the inviting client did not send the one-to-one lines itself, the
-        room starts with the last lines of that conversation."""
-        if any(
-            line.sender.bare == inviter.bare and line.stamp < room.created for line in room.history
-        ):
-            return  # the client sent its own copy of the history (§7.9): keep it verbatim
-        if room.seeded:
-            return
-        recent = self.router.recent_chat(
-            inviter.bare, invitee.bare, ESCALATION_LINES, ESCALATION_AGE
-        )
-        if not recent:
-            return
-        room.seeded = True
-        seeded = [
-            Line(
-                msg.sender.local or str(msg.sender), msg.sender, msg.body, (_body(msg.body),), stamp
-            )
-            for stamp, msg in recent
-        ]
-        room.history.extendleft(reversed(seeded))
+        self.conferences.seed_history(room, inviter, invitee)
 
     def direct_invite_seen(self, sender: JID, to: JID, el: ET.Element) -> None:
         """XEP-0249: a direct invitation sent user to user also puts the invitee on the
@@ -606,32 +581,7 @@ class MucService:
         return _result(el, None)
 
     def listing(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "room": str(r.jid),
-                "name": r.name,
-                "persistent": r.persistent,
-                "members_only": r.members_only,
-                "occupants": [
-                    {"nick": o.nick, "jid": str(o.jid), "role": o.role}
-                    for o in r.occupants.values()
-                ],
-                "members": sorted(str(j) for j, a in r.affiliations.items() if a != "outcast"),
-                "history": len(r.history),
-            }
-            for r in self.rooms.all()
-        ]
-
-
-def archive_name(room: Room) -> str:
-    """Rooms share the history table with users under a name no account can have."""
-    return f"#{room.jid}#{int(room.created)}"
-
-
-def _body(text: str | None) -> ET.Element:
-    el = ET.Element(C + "body")
-    el.text = text or ""
-    return el
+        return self.conferences.listing()
 
 
 def _delay_stamp(el: ET.Element) -> float | None:

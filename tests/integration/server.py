@@ -60,7 +60,19 @@ class Server:
 
     live: list[Server] = []  # started and not yet stopped; their logs are shown on failure
 
-    def __init__(self, root: Path, extra_toml: str = "", domain: str = DOMAIN, sip: bool = False):
+    def __init__(
+        self,
+        root: Path,
+        extra_toml: str = "",
+        domain: str = DOMAIN,
+        sip: bool = False,
+        edge_host: str | None = None,
+        edge_ports: dict[str, int] | None = None,
+        edge_extra: str = "",
+    ):
+        """edge_host: also listen on the [edge] (c2s, c2s_tls, s2s) at that loopback address,
+        e.g. 127.0.0.2; the LAN listeners stay on 127.0.0.1. edge_ports: ports chosen before
+        (a federation partner's config names them); edge_extra: more [edge] lines."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.domain = domain
@@ -71,6 +83,23 @@ class Server:
         if sip:
             # opt-in: SIP over UDP and TCP on one port, TLS on another
             self.ports.update(sip=free_port(), sip_tls=free_port())
+        # where each listener is, when not 127.0.0.1
+        self.hosts: dict[str, str] = {}
+        edge = ""
+        if edge_host is not None:
+            chosen = dict(edge_ports or {})
+            for name in ("c2s", "c2s_tls", "s2s"):
+                port = chosen.get(name) or free_port()
+                self.ports[f"edge_{name}"] = port
+                self.hosts[f"edge_{name}"] = edge_host
+            edge = (
+                "[edge]\n"
+                + "".join(
+                    f'{n} = ["{edge_host}:{self.ports["edge_" + n]}"]\n'
+                    for n in ("c2s", "c2s_tls", "s2s")
+                )
+                + f"{edge_extra}\n"
+            )
         self.passwords: dict[str, str] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.config.write_text(
@@ -85,6 +114,7 @@ class Server:
                 if sip
                 else "sip = []\nsip_tls = []\n"
             )
+            + edge
             + f"{extra_toml}\n"
         )
 
@@ -102,8 +132,8 @@ class Server:
         Server.live.append(self)
         try:
             end = time.monotonic() + timeout
-            for port in self.ports.values():
-                self._wait_port(port, end)
+            for name, port in self.ports.items():
+                self._wait_port(port, end, self.hosts.get(name, "127.0.0.1"))
             # the control socket may come up a moment after the listeners
             while self.ctl("status").returncode != 0:
                 if time.monotonic() > end:
@@ -122,11 +152,11 @@ class Server:
         if self.proc.poll() is not None:
             raise RuntimeError(f"server exited with {self.proc.returncode}")
 
-    def _wait_port(self, port: int, end: float) -> None:
+    def _wait_port(self, port: int, end: float, host: str = "127.0.0.1") -> None:
         while True:
             self._check_alive()
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                socket.create_connection((host, port), timeout=0.5).close()
                 return
             except OSError:
                 if time.monotonic() > end:

@@ -296,7 +296,9 @@ def test_sip_watcher_is_notified_when_xmpp_user_goes_dnd(sip_server: Server, run
             assert r.status in (200, 202), r
             first = await asyncio.to_thread(c.expect, "NOTIFY")
             assert (first.headers.get("Subscription-State") or "").startswith("active")
-            assert b"<basic>open</basic>" in first.body or b">open<" in first.body
+            # alice's initial presence may reach the server just after the SUBSCRIBE
+            while b">open<" not in first.body:
+                first = await asyncio.to_thread(c.expect, "NOTIFY")
             a.send_presence(pshow="dnd", pstatus="presenting")
             deadline = time.monotonic() + 10
             while True:
@@ -545,3 +547,66 @@ def test_status_lists_the_sip_listeners(sip_server: Server) -> None:
     status = json.loads(sip_server.ctl_ok("status", "--json").stdout)
     listeners = {(x["name"], x["transport"]) for x in status["listeners"]}
     assert {("sip", "udp"), ("sip", "tcp"), ("sip_tls", "tcp")} <= listeners
+
+
+# -- watcher info (RFC 3857, RFC 3858) ------------------------------------------------------
+
+
+def _subscribe(c: SipClient, owner: str, event: str, **kw):
+    return c.request(
+        "SUBSCRIBE",
+        f"sip:{owner}@{DOMAIN}",
+        [("Event", event), ("Accept", "application/watcherinfo+xml"), ("Expires", "300")],
+        to=f"sip:{owner}@{DOMAIN}",
+        **kw,
+    )
+
+
+def _winfo_until(c: SipClient, pred) -> bytes:
+    deadline = time.monotonic() + 10
+    while True:
+        n = c.expect("NOTIFY")
+        if n.headers.get("Event") == "presence.winfo" and pred(n.body):
+            assert n.content_type == "application/watcherinfo+xml"
+            return n.body
+        assert time.monotonic() < deadline, n.body
+
+
+def test_winfo_shows_who_waits_and_subscribing_back_approves(sip_server: Server) -> None:
+    carol, dave = sip_server.new_users("carol", "dave")
+    sip_server.ctl_ok("presence", "set", f"{carol}@{DOMAIN}", "--privacy", "on")
+    c = client(sip_server, carol, "tcp")
+    d = client(sip_server, dave, "tcp")
+    try:
+        assert c.register().status == 200
+        assert d.register().status == 200
+        r = _subscribe(c, carol, "presence.winfo", call_id="winfo-" + c.call_id)
+        assert r.status == 200, r
+        first = _winfo_until(c, lambda b: True)
+        assert b'state="full"' in first and b"<watcher " not in first
+        # someone else's watcher list is not for carol
+        assert _subscribe(d, carol, "presence.winfo").status == 403
+        # dave asks for carol's presence: pending (privacy mode), and carol sees him waiting
+        r = _subscribe(d, carol, "presence", call_id="sub-" + d.call_id)
+        assert r.status == 202, r
+        assert (d.expect("NOTIFY").headers.get("Subscription-State") or "").startswith("pending")
+        body = _winfo_until(c, lambda b: b"pending" in b)
+        assert f'status="pending">sip:{dave}@{DOMAIN}<'.encode() in body
+        assert b'version="1"' in body
+        # carol subscribes back to dave: that approves him, and his dialog turns active at
+        # once (the core's roster listener, not a periodic re-check)
+        t0 = time.monotonic()
+        assert _subscribe(c, dave, "presence", call_id="back-" + c.call_id).status in (200, 202)
+        deadline = time.monotonic() + 10
+        while True:
+            n = d.expect("NOTIFY")
+            if (n.headers.get("Subscription-State") or "").startswith("active"):
+                break
+            assert time.monotonic() < deadline
+        assert time.monotonic() - t0 < 1.5
+        assert b">open<" in n.body
+        body = _winfo_until(c, lambda b: b'status="active"' in b)
+        assert f'event="approved" status="active">sip:{dave}@{DOMAIN}<'.encode() in body
+    finally:
+        c.close()
+        d.close()

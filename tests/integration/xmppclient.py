@@ -36,10 +36,12 @@ class Client(slixmpp.ClientXMPP):
         direct_tls: bool = False,
         mechanisms: Iterable[str] | None = None,
         auto_accept: bool = True,
+        listener: str | None = None,
     ):
         jid = f"{user}@{server.domain}/{resource}" if resource else f"{user}@{server.domain}"
         super().__init__(jid, password)
         self.target = server  # slixmpp already has a .server
+        self.listener = listener  # e.g. "edge_c2s": the outside listener instead of the LAN's
         self.direct_tls = direct_tls
         self.ssl_context = insecure_context()
         if direct_tls:
@@ -84,8 +86,8 @@ class Client(slixmpp.ClientXMPP):
 
     async def start(self, timeout: float = 20, presence: bool = True) -> Client:
         """Connect, authenticate, bind; then initial presence and roster (as clients do)."""
-        port = self.target.ports["c2s_tls" if self.direct_tls else "c2s"]
-        self.connect("127.0.0.1", port)
+        name = self.listener or ("c2s_tls" if self.direct_tls else "c2s")
+        self.connect(self.target.hosts.get(name, "127.0.0.1"), self.target.ports[name])
         started = asyncio.ensure_future(self.wait_until("session_start", timeout=timeout))
         done, _ = await asyncio.wait(
             [started, self._failed_all], timeout=timeout, return_when=asyncio.FIRST_COMPLETED

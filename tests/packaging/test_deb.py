@@ -13,9 +13,11 @@ import json
 import os
 import pwd
 import re
+import shutil
 import sqlite3
 import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +54,8 @@ PASSWORD = "Deb-Test-Password-7"
 ADMIN = "se-deb-test-admin"  # a member of group se-appliance, made and removed by the tests
 CERT = DATA / "cert.pem"
 KEY = DATA / "key.pem"
+# a Debian 12 root file system for the container test, made once with mmdebstrap
+BOOKWORM = Path("/var/cache/se-appliance-tests/bookworm.tar")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +109,7 @@ def certificate_names(path: Path) -> list[str]:
 def reconfigure_domain(domain: str) -> subprocess.CompletedProcess[str]:
     """dpkg-reconfigure as an admin answers it: the editor frontend, with an 'editor' that
     types the new domain."""
-    editor = Path("/tmp") / f"se-deb-test-editor-{os.getpid()}"
+    editor = Path(tempfile.gettempdir()) / f"se-deb-test-editor-{os.getpid()}"
     editor.write_text(
         f'#!/bin/sh\nsed -i \'s|^{PACKAGE}/domain=.*|{PACKAGE}/domain="{domain}"|\' "$1"\n'
     )
@@ -313,3 +317,53 @@ def test_invalid_preseeded_domain_stops_the_installation(debs: dict[str, Path], 
     preseed(DOMAIN)
     run(["dpkg", "--configure", PACKAGE])  # the admin corrects the answer and finishes
     assert installed_version() == deb_version(debs["new"])
+
+
+@pytest.mark.skipif(
+    os.environ.get("SE_PACKAGE_SYSTEMD") != "1",
+    reason="boots Debian 12 with systemd in a container: SE_PACKAGE_SYSTEMD=1",
+)
+def test_service_under_systemd_in_a_container(debs: dict[str, Path], tmp_path: Path) -> None:
+    """What this machine cannot show without systemd: the unit itself, with its sandbox,
+    Type=notify, reload and restart on upgrade (in_container.sh). Needs systemd-container and
+    mmdebstrap; the first run downloads Debian 12 (about 100 MB)."""
+    if not BOOKWORM.exists():
+        BOOKWORM.parent.mkdir(parents=True, exist_ok=True)
+        include = "systemd,systemd-sysv,dbus,python3.11,procps,passwd"
+        partial = BOOKWORM.with_suffix(".partial.tar")
+        run(["mmdebstrap", "--variant=important", f"--include={include}", "bookworm", str(partial)])
+        partial.rename(BOOKWORM)
+    root = tmp_path / "root"
+    root.mkdir()
+    try:
+        run(["tar", "-xf", str(BOOKWORM), "-C", str(root)])
+        shutil.copy(debs["new"], root / "root" / "se-appliance.deb")
+        script = root / "root" / "in_container.sh"
+        shutil.copy(Path(__file__).with_name("in_container.sh"), script)
+        script.chmod(0o755)
+        units = root / "etc" / "systemd" / "system"
+        (units / "se-deb-test.service").write_text(
+            "[Unit]\nAfter=multi-user.target\nSuccessAction=poweroff\nFailureAction=poweroff\n"
+            "[Service]\nType=oneshot\nExecStart=/root/in_container.sh\n"
+        )
+        (units / "multi-user.target.wants").mkdir(exist_ok=True)
+        (units / "multi-user.target.wants" / "se-deb-test.service").symlink_to(
+            "/etc/systemd/system/se-deb-test.service"
+        )
+        boot = ["systemd-nspawn", "--quiet", "--boot", "--directory", str(root)]
+        run([*boot, "--register=no", "--keep-unit", "--private-network"], check=False)
+        said = {
+            name: path.read_text(errors="replace") if path.exists() else f"(no {name})"
+            for name, path in (
+                ("results", root / "root" / "results"),
+                ("transcript", root / "root" / "transcript"),
+            )
+        }
+        results, transcript = said["results"], said["transcript"]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(results)
+    failed = [line for line in results.splitlines() if line.startswith("fail")]
+    assert "done" in results.splitlines() and not failed, f"{results}\n{transcript[-6000:]}"
+    exposure = re.search(r"^exposure ([0-9.]+)$", results, re.M)
+    assert exposure and float(exposure.group(1)) <= 2.0, results

@@ -557,3 +557,45 @@ def test_plain_with_random_fields_never_raises(a: bytes, b: bytes, c: bytes) -> 
     result = mech("PLAIN").step(a + b"\0" + b + b"\0" + c)
     assert isinstance(result, STEP_TYPES)
     assert not isinstance(result, Success)
+
+
+# -- one-time test credentials (se-ctl test im|presence) ----------------------------------------
+
+
+class OneTime:
+    """The account side of a one-time credential: accepted once for its user."""
+
+    def __init__(self, user: str, token: str) -> None:
+        self.live = {(user, token)}
+
+    def __call__(self, username: str, token: str) -> bool:
+        if (username, token) in self.live:
+            self.live.discard((username, token))
+            return True
+        return False
+
+
+def plain_with_token(check: OneTime, payload: bytes) -> sasl.SaslStep:
+    m = make_mechanism(
+        "PLAIN", lookup=lookup, decoy_secret=SECRET, channel_binding=NO_CB, tls=True,
+        test_token=check,
+    )  # fmt: skip
+    assert m is not None
+    return m.step(payload)
+
+
+def test_plain_accepts_a_one_time_credential_once() -> None:
+    check = OneTime("alice", "se-test-abc")
+    assert plain_with_token(check, b"\0alice\0se-test-abc") == Success("alice")
+    assert plain_with_token(check, b"\0alice\0se-test-abc") == Failure("not-authorized")
+
+
+def test_one_time_credential_is_not_a_password_for_another_user_or_a_disabled_one() -> None:
+    assert plain_with_token(OneTime("alice", "t"), b"\0a,b=c\0t") == Failure("not-authorized")
+    bob = OneTime("bob", "t")
+    assert plain_with_token(bob, b"\0bob\0t") == Failure("account-disabled")
+
+
+def test_normal_passwords_still_work_beside_one_time_credentials() -> None:
+    assert plain_with_token(OneTime("alice", "t"), b"\0alice\0secret") == Success("alice")
+    assert plain_with_token(OneTime("alice", "t"), b"\0alice\0wrong") == Failure("not-authorized")

@@ -1,0 +1,1 @@
+"""`se-ctl console`: the Textual console (dashboard, users, sessions, presence, conferences)."""

@@ -1,0 +1,119 @@
+"""The dashboard: what the server is doing now, refreshed every two seconds."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, Sparkline, Static
+
+from appliance.control_client import ControlClientError
+from appliance.ctl import duration
+
+POLL = 2.0  # seconds between two status requests
+RATE_WINDOW = 60.0  # messages/min is measured over this many seconds
+
+
+def size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+class MessageRate:
+    """Messages per minute from the server's running message counter."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, int]] = deque()
+        self.per_poll: deque[float] = deque([0.0] * 60, maxlen=60)
+
+    def add(self, now: float, count: int) -> float:
+        if self.samples:
+            self.per_poll.append(float(max(0, count - self.samples[-1][1])))
+        self.samples.append((now, count))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW:
+            self.samples.popleft()
+        t0, c0 = self.samples[0]
+        return (count - c0) * 60.0 / (now - t0) if now > t0 else 0.0
+
+
+def summary(status: dict[str, Any], sessions: list[dict[str, Any]], rate: float) -> str:
+    by_proto = status.get("sessions") or {}
+    total = sum(v for v in by_proto.values() if isinstance(v, int))
+    split = ", ".join(f"{k} {v}" for k, v in sorted(by_proto.items()))
+    counters = status.get("counters") or {}
+    archive = status.get("archive") or {}
+    archive_text = (
+        f"{archive.get('mode', 'off')}, {archive.get('records', 0)} records"
+        + (", critical" if archive.get("critical") else "")
+        if archive
+        else "none"
+    )
+    who = ", ".join(sorted({s["jid"].split("/")[0] for s in sessions})) or "nobody"
+    rows = [
+        ("Domain", status.get("domain", "?")),
+        ("Version", status.get("version", "?")),
+        ("Uptime", duration(status.get("uptime", 0))),
+        ("Users", status.get("users", 0)),
+        ("Sessions", f"{total} ({split})" if split else str(total)),
+        ("Signed in", who if len(who) <= 60 else who[:57] + "..."),
+        ("Messages", f"{counters.get('messages', 0)} routed, {rate:.1f}/min"),
+        (
+            "Offline IM",
+            f"{'on' if status.get('offline_im') else 'off'}, "
+            f"{counters.get('offline_stored', 0)} stored since start",
+        ),
+        ("Archive", archive_text),
+        ("Store size", size(int(status.get("store_bytes", 0) or 0))),
+    ]
+    return "\n".join(f"[b]{k:<11}[/b] {v}" for k, v in rows)
+
+
+class DashboardScreen(Screen[None]):
+    TITLE = "Dashboard"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rate = MessageRate()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="dashboard"):
+            yield Static("connecting to se-appliance...", id="summary")
+            with Horizontal(id="rate-row"):
+                yield Label("Msgs/2s", id="rate-label")
+                yield Sparkline(list(self.rate.per_poll), id="rate")
+            yield Static("", id="problem")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.refresh_status()
+        self.set_interval(POLL, self.refresh_status)
+
+    @work(thread=True, exclusive=True, group="dashboard")
+    def refresh_status(self) -> None:
+        control = self.app.control  # type: ignore[attr-defined]
+        try:
+            status = control.call("status")
+            sessions = control.call("sessions")
+        except ControlClientError as e:
+            self.app.call_from_thread(self.show_problem, str(e))
+            return
+        self.app.call_from_thread(self.show, status, sessions)
+
+    def show(self, status: dict[str, Any], sessions: list[dict[str, Any]]) -> None:
+        counters = status.get("counters") or {}
+        rate = self.rate.add(time.monotonic(), int(counters.get("messages", 0)))
+        self.query_one("#summary", Static).update(summary(status, sessions, rate))
+        self.query_one("#rate", Sparkline).data = list(self.rate.per_poll)
+        self.query_one("#problem", Static).update("")
+
+    def show_problem(self, message: str) -> None:
+        self.query_one("#problem", Static).update(f"[b]![/b] {message}")

@@ -1,0 +1,1 @@
+"""The edge: listeners that face outside (remote users, federation) and their limits."""

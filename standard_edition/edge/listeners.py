@@ -1,0 +1,82 @@
+"""The edge listeners (DESIGN §7): remote c2s (STARTTLS and direct TLS) and XMPP s2s.
+
+They run in the same process and on the same core as the LAN listeners; what differs is the
+origin their sessions carry ("edge"), the limits of edge/limits.py, and that federation (the
+s2s listener and the outgoing streams) exists only when [edge] s2s is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from standard_edition import tls
+from standard_edition.config import Config
+from standard_edition.core.federation import FederationPolicy
+from standard_edition.edge.limits import EdgeGuard, EdgeLimits
+from standard_edition.xmpp.c2s import C2SContext, C2SFactory
+from standard_edition.xmpp.s2s import InboundFactory, S2SService
+
+
+@dataclass
+class Edge:
+    policy: FederationPolicy
+    guard: EdgeGuard
+    s2s: S2SService | None = None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "limits": self.guard.status(),
+            "federation": None if self.s2s is None else self.s2s.status(),
+        }
+
+    def stop(self) -> None:
+        if self.s2s is not None:
+            self.s2s.stop()
+
+
+def start_edge(
+    reactor: Any,
+    cfg: Config,
+    router: Any,
+    policy: FederationPolicy,
+    make_context: Callable[..., C2SContext],
+    listen: Callable[..., None],
+    tls_options: Any,
+    certificate: tuple[Path, Path],
+) -> Edge:
+    """Open the [edge] listeners; `make_context(direct_tls, origin=, edge=)` builds a c2s
+    context like the LAN's, `listen(name, addr, factory, tls_options)` opens a port."""
+    guard = EdgeGuard(EdgeLimits(**cfg.edge_limits), reactor.seconds)
+    edge = Edge(policy, guard)
+    if cfg.edge["c2s"]:
+        ctx = make_context(False, origin="edge", edge=guard)
+        for addr in cfg.edge["c2s"]:
+            listen("edge.c2s", addr, C2SFactory(ctx))
+    if cfg.edge["c2s_tls"]:
+        ctx = make_context(True, origin="edge", edge=guard)
+        for addr in cfg.edge["c2s_tls"]:
+            listen("edge.c2s_tls", addr, C2SFactory(ctx), tls_options)
+    if cfg.edge["s2s"]:
+        cert, key = certificate
+        first = cfg.edge["s2s"][0].host
+        s2s = S2SService(
+            reactor,
+            router,
+            cfg.domain,
+            policy,
+            lambda: tls.server_tls_options(cert, key),
+            cfg.federation_hosts,
+            connect_timeout=cfg.federation_connect_timeout,
+            guard=guard,
+            max_stanza_size=cfg.max_stanza_size,
+            # outgoing streams leave from the edge address too (not the LAN one)
+            bind_host=None if first in ("*", "::", "0.0.0.0", "localhost") else first,
+        )
+        edge.s2s = s2s
+        router.remote = s2s
+        for addr in cfg.edge["s2s"]:
+            listen("edge.s2s", addr, InboundFactory(s2s))
+    return edge
