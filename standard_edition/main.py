@@ -23,6 +23,9 @@ from standard_edition import __version__, config
 
 
 def _format(event: dict[str, Any]) -> str | None:
+    if os.environ.get("JOURNAL_STREAM"):
+        # under systemd the journal stamps each line itself; ours would be a second time
+        return formatEventAsClassicLogText(event, formatTime=lambda t: "-")
     return formatEventAsClassicLogText(event, formatTime=lambda t: _time(t))
 
 

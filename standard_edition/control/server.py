@@ -20,6 +20,7 @@ method's keyword arguments. Error codes made here (the API adds its own through 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import inspect
@@ -109,6 +110,9 @@ def _admin_gid() -> int | None:
 def _set_group(path: Path, gid: int | None, log: Logger) -> None:
     if gid is None or not (os.geteuid() == 0 or gid in os.getgroups()):
         return
+    with contextlib.suppress(OSError):
+        if path.stat().st_gid == gid:
+            return  # already right (e.g. the service's own group): no chown needed
     try:
         os.chown(path, -1, gid)
     except OSError as e:
