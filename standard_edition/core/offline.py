@@ -69,10 +69,12 @@ class OfflineStore:
         if not self._counts.get(owner):
             return succeed([])
 
-        def read(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-            return list(db.query("SELECT * FROM offline WHERE owner = ? ORDER BY id", [owner]))
+        def read(db: sqlite_utils.Database) -> list[tuple[int, Message]]:
+            # decoded here, on the store's thread, not in a reactor turn
+            rows = db.query("SELECT * FROM offline WHERE owner = ? ORDER BY id", [owner])
+            return [(r["id"], _message(r)) for r in rows]
 
-        return self._db.run(read).addCallback(lambda rows: [(r["id"], _message(r)) for r in rows])
+        return self._db.run(read)
 
     def remove(self, owner: str, ids: list[int]) -> Deferred[None]:
         """Forget messages once they were handed to an endpoint."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+from twisted.internet import task
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.python import log
 
@@ -583,17 +584,22 @@ class Router(FederationRouting):
             if not targets or not stored:
                 return None
             # a message stays stored until an endpoint took it (a SIP one may fail later)
-            taken = [
-                self._accepted(user, msg, [ep.deliver_message(msg) for ep in targets]).addCallback(
-                    lambda _, i=i: i
-                )
-                for i, msg in stored
-            ]
+            taken: list[Deferred[Any]] = []
+
+            def hand_over() -> Iterator[None]:
+                for i, msg in stored:
+                    accepted = self._accepted(
+                        user, msg, [ep.deliver_message(msg) for ep in targets]
+                    )
+                    taken.append(accepted.addCallback(lambda _, i=i: i))
+                    yield None  # many users signing in at once share the reactor fairly
 
             def forget(outcomes: list[tuple[bool, Any]]) -> Deferred[None]:
                 return self.offline.remove(user, [i for ok, i in outcomes if ok and i is not None])
 
-            return DeferredList(taken, consumeErrors=True).addCallback(forget)
+            d = task.coiterate(hand_over())
+            d.addCallback(lambda _: DeferredList(taken, consumeErrors=True))
+            return d.addCallback(forget)
 
         def done(result: Any) -> Any:
             self._replaying.discard(user)
