@@ -74,7 +74,8 @@ def challenged(request: str, cseq: int, code: int, extra: str = "", body: str = 
 
 
 def scenario(name: str, body: str) -> str:
-    return f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="{name}">\n{body}</scenario>\n'
+    head = '<?xml version="1.0" encoding="ISO-8859-1" ?>'
+    return f'{head}\n<scenario name="{name}">\n{body}</scenario>\n'
 
 
 PIDF = (
@@ -265,7 +266,7 @@ def start_ours(root: Path, users: list[str], profile_to: Path | None = None) -> 
     pw = root / "pw"
     pw.write_text(PASSWORD + "\n")
     for u in users:
-        if not ctl("user", "show", f"{u}@{DOMAIN}").returncode == 0:
+        if ctl("user", "show", f"{u}@{DOMAIN}").returncode != 0:
             r = ctl("user", "add", f"{u}@{DOMAIN}", "--password-file", str(pw))
             if r.returncode != 0:
                 raise RuntimeError(f"se-ctl user add {u}: {r.stderr.strip()}")
@@ -349,8 +350,22 @@ def prepare_sink(target: Target, work: Path, uas_port: int, sink: str) -> None:
     work.mkdir(parents=True, exist_ok=True)
     uas.write_text(SIPP_XML["uas"])
     p = subprocess.Popen(
-        ["sipp", "-sf", str(uas), "-t", "u1", "-i", "127.0.0.1", "-p", str(uas_port)]
-        + ["-nostdin", "-timeout", "3600s"],
+        [
+            "sipp",
+            "-sf",
+            str(uas),
+            "-t",
+            "u1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(uas_port),
+            "-nostdin",
+            "-timeout",
+            "3600s",
+            "-l",
+            "100000",  # as a UAS, sipp's default limit of open calls would drop MESSAGEs
+        ],
         cwd=work,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -383,6 +398,7 @@ def measure(args: argparse.Namespace, work: Path, users: list[str], sink: str) -
                         t, work / "runs", scen, rows, seconds=args.seconds, port=client_port,
                         limit=args.limit,
                     )  # fmt: skip
+                    time.sleep(args.pause)  # the run's leftover retransmissions die out
                     rate = ok / elapsed if elapsed else 0.0
                     results[scen][t.name].append(rate)
                     failures[t.name] += failed
@@ -413,8 +429,18 @@ def profile(args: argparse.Namespace, work: Path, users: list[str], how: str) ->
         t = start_ours(root, users)
         assert t.proc is not None
         spy = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(t.proc.pid), "--duration", f"{args.seconds:g}"]
-            + ["--format", "speedscope", "-o", str(root / "register.speedscope.json")],
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(t.proc.pid),
+                "--duration",
+                f"{args.seconds:g}",
+                "--format",
+                "speedscope",
+                "-o",
+                str(root / "register.speedscope.json"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -448,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="length of each run")
     p.add_argument("--rounds", type=int, default=3, help="runs per server and scenario")
     p.add_argument("--limit", type=int, default=64, help="calls in flight (sipp -l)")
+    p.add_argument("--pause", type=float, default=3.0, help="seconds of quiet between runs")
     args = p.parse_args(argv)
     for tool in ("sipp", "kamailio"):
         if shutil.which(tool) is None:

