@@ -58,6 +58,7 @@ EXAMPLES.update(synthetic.EXAMPLES)
 EXAMPLES.update(backup_cli.EXAMPLES)
 EXAMPLES.update(federation_cli.EXAMPLES)
 EXAMPLES["console"] = "se-ctl console"
+EXAMPLES["log"] = "se-ctl log --lines 50\n  se-ctl log --level warn --json"
 
 
 def _epilog(*names: str) -> str:
@@ -179,9 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_parser(commands, leaf)
     backup_cli.add_parsers(commands, leaf)
     federation_cli.add_parsers(commands, leaf)
+    logs = leaf(commands, "log", "log", "show the server's recent log lines (kept in memory)")
+    logs.add_argument("--lines", type=int, default=50, metavar="N", help="at most N (1-500)")
+    logs.add_argument(
+        "--level", choices=("info", "warn", "error"), default="info", help="that level or worse"
+    )
     console = commands.add_parser(
         "console",
-        help="the interactive console (dashboard, users, sessions, presence, conferences)",
+        help="the interactive console (dashboard, users, sessions, presence, rooms, archive, "
+        "federation, log)",
         description="A full-screen console for an 80x24 terminal; q or ctrl+q quits.",
         epilog=_epilog("console"),
         formatter_class=fmt,
@@ -512,6 +519,24 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], tuple[str, dict[str, An
 }
 
 
+def _log_lines(a: argparse.Namespace, r: Any) -> str:
+    lines = r.get("lines", []) if isinstance(r, dict) else []
+    return "\n".join(log_line(line) for line in lines) or "no log lines"
+
+
+def log_line(line: dict[str, Any]) -> str:
+    """One kept log line as text: time, level, namespace, message."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(line.get("time", 0)))
+    return f"{at} {line.get('level', '?'):<5} [{line.get('namespace', '')}] {line.get('text', '')}"
+
+
+def _log_tail(a: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    if not 1 <= a.lines <= 500:
+        raise UserError(f"--lines {a.lines}: give a number from 1 to 500")
+    return "log.tail", {"limit": a.lines, "level": a.level}
+
+
+COMMANDS["log"] = (_log_tail, _log_lines)
 COMMANDS.update(federation_cli.COMMANDS)
 
 

@@ -13,7 +13,7 @@ from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogPublisher
 from zope.interface import implementer
 
 from standard_edition import __version__, tls
@@ -25,6 +25,7 @@ from standard_edition.core.accounts import Accounts
 from standard_edition.core.admin import Admin
 from standard_edition.core.federation import FederationPolicy
 from standard_edition.core.history import MessageHistory
+from standard_edition.core.logring import LogRing
 from standard_edition.core.offline import OfflineStore
 from standard_edition.core.roster import Rosters
 from standard_edition.core.router import Router
@@ -62,10 +63,12 @@ class Server:
         self.edge: Edge | None = None
         self.certificate: tuple[Path, Path] | None = None  # (cert, key) PEM paths in use
         self.snapshots: Snapshots | None = None
+        self.log_ring = LogRing()  # recent log lines for `se-ctl log` and the console
 
     @defer.inlineCallbacks
     def start(self):  # type: ignore[no-untyped-def]
         cfg = self.cfg
+        globalLogPublisher.addObserver(self.log_ring)
         try:
             cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as e:
@@ -193,6 +196,7 @@ class Server:
             store_paths=lambda: [self.db.path, cfg.archive_database],
         )
         admin.edge = self.edge
+        admin.log_ring = self.log_ring
         try:
             self.control_port = listen_control(self.reactor, cfg.control_socket, admin, log=log)
         except (OSError, CannotListenError) as e:
@@ -310,6 +314,7 @@ class Server:
             yield self.router.history.flush()
         yield self.db.close()
         log.info("stopped")
+        globalLogPublisher.removeObserver(self.log_ring)
 
     @defer.inlineCallbacks
     def reload(self):  # type: ignore[no-untyped-def]

@@ -1,1 +1,2 @@
-"""`se-ctl console`: the Textual console (dashboard, users, sessions, presence, conferences)."""
+"""`se-ctl console`: the Textual console (dashboard, users, sessions, presence, conferences,
+archive, federation, log)."""

@@ -1,4 +1,4 @@
-"""The console app: one screen per area, switched with the number keys; q quits."""
+"""The console app: one screen per area, switched with the number keys 1-8; q quits."""
 
 from __future__ import annotations
 
@@ -7,11 +7,25 @@ from pathlib import Path
 from textual.app import App
 from textual.binding import Binding
 
+from appliance.console.archive import ArchiveScreen
 from appliance.console.control import Control
 from appliance.console.dashboard import DashboardScreen
+from appliance.console.federation import FederationScreen
+from appliance.console.logs import LogScreen
 from appliance.console.users import UsersScreen
 from appliance.console.views import ConferencesScreen, PresenceScreen, SessionsScreen
 from standard_edition.config import Config
+
+SCREENS = (
+    "dashboard",
+    "users",
+    "sessions",
+    "presence",
+    "conferences",
+    "archive",
+    "federation",
+    "log",
+)
 
 
 class ConsoleApp(App[int]):
@@ -24,14 +38,19 @@ class ConsoleApp(App[int]):
         "sessions": SessionsScreen,
         "presence": PresenceScreen,
         "conferences": ConferencesScreen,
+        "archive": ArchiveScreen,
+        "federation": FederationScreen,
+        "log": LogScreen,
     }
     DEFAULT_MODE = "dashboard"
     BINDINGS = [
-        Binding("1", "switch_mode('dashboard')", "Home"),
-        Binding("2", "switch_mode('users')", "Users"),
-        Binding("3", "switch_mode('sessions')", "Sessions"),
-        Binding("4", "switch_mode('presence')", "Presence"),
-        Binding("5", "switch_mode('conferences')", "Rooms"),
+        # one footer entry for the eight screens keeps the footer inside 80 columns; the
+        # dashboard names them all
+        Binding("1", "switch_mode('dashboard')", "Screens", key_display="1-8"),
+        *(
+            Binding(str(n), f"switch_mode('{mode}')", mode.title(), show=False)
+            for n, mode in enumerate(SCREENS[1:], start=2)
+        ),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]

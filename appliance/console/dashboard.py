@@ -1,4 +1,5 @@
-"""The dashboard: what the server is doing now, refreshed every two seconds."""
+"""The dashboard: what the server is doing now, and its recent errors; refreshed every two
+seconds."""
 
 from __future__ import annotations
 
@@ -6,17 +7,26 @@ import time
 from collections import deque
 from typing import Any
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Sparkline, Static
 
-from appliance.control_client import ControlClientError
+from appliance.control_client import ControlClientError, RemoteError
 from appliance.ctl import duration
 
 POLL = 2.0  # seconds between two status requests
 RATE_WINDOW = 60.0  # messages/min is measured over this many seconds
+ERRORS = 3  # recent warnings and errors shown
+# the footer shows "1-8 Screens"; the dashboard names them
+NAV = "  ".join(
+    f"[b]{n}[/b] {name}"
+    for n, name in enumerate(
+        ("Home", "Users", "Sessions", "Presence", "Rooms", "Archive", "Partners", "Log"), start=1
+    )
+)
 
 
 def size(n: int) -> str:
@@ -42,6 +52,19 @@ class MessageRate:
             self.samples.popleft()
         t0, c0 = self.samples[0]
         return (count - c0) * 60.0 / (now - t0) if now > t0 else 0.0
+
+
+def recent_errors(lines: list[dict[str, Any]], width: int = 76) -> str:
+    """The newest warnings and errors, one short line each, newest last."""
+    if not lines:
+        return "[b]Recent errors[/b] none"
+    shown = []
+    for line in lines[-ERRORS:]:
+        at = time.strftime("%H:%M:%S", time.localtime(line.get("time", 0)))
+        text = " ".join(str(line.get("text", "")).split())
+        entry = f"{at} {line.get('level', '?')}: {text}"
+        shown.append(escape(entry if len(entry) <= width else entry[: width - 3] + "..."))
+    return "[b]Recent errors[/b]\n" + "\n".join(shown)
 
 
 def summary(status: dict[str, Any], sessions: list[dict[str, Any]], rate: float) -> str:
@@ -90,7 +113,9 @@ class DashboardScreen(Screen[None]):
             with Horizontal(id="rate-row"):
                 yield Label("Msgs/2s", id="rate-label")
                 yield Sparkline(list(self.rate.per_poll), id="rate")
+            yield Static("", id="errors")
             yield Static("", id="problem")
+            yield Static(NAV, id="nav")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -106,13 +131,26 @@ class DashboardScreen(Screen[None]):
         except ControlClientError as e:
             self.app.call_from_thread(self.show_problem, str(e))
             return
-        self.app.call_from_thread(self.show, status, sessions)
+        try:
+            errors = control.call("log.tail", limit=ERRORS, level="warn")["lines"]
+        except RemoteError:  # a server without log.tail
+            errors = []
+        except ControlClientError as e:
+            self.app.call_from_thread(self.show_problem, str(e))
+            return
+        self.app.call_from_thread(self.show, status, sessions, errors)
 
-    def show(self, status: dict[str, Any], sessions: list[dict[str, Any]]) -> None:
+    def show(
+        self,
+        status: dict[str, Any],
+        sessions: list[dict[str, Any]],
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
         counters = status.get("counters") or {}
         rate = self.rate.add(time.monotonic(), int(counters.get("messages", 0)))
         self.query_one("#summary", Static).update(summary(status, sessions, rate))
         self.query_one("#rate", Sparkline).data = list(self.rate.per_poll)
+        self.query_one("#errors", Static).update(recent_errors(errors or []))
         self.query_one("#problem", Static).update("")
 
     def show_problem(self, message: str) -> None:

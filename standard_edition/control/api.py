@@ -54,6 +54,11 @@ class ControlAPI(Protocol):
     # "sessions" {} -> [{"jid", "protocol", "address", "since", "tls", "priority", "show"}]
     def sessions(self) -> Result: ...
 
+    # "log.tail" {"limit"? (1..500, default 100), "level"? (info | warn | error: that or worse),
+    #   "after"? (a seq: only newer lines)} -> {"lines": [{"seq", "time", "level", "namespace",
+    #   "text"}], "last": seq}: the server's recent log lines, kept in memory (core/logring.py)
+    def log_tail(self, limit: int = 100, level: str = "info", after: int = 0) -> Result: ...
+
     # "presence.show" {"jid"} -> {"jid", "availability": {"code", "band", "label", "activity"},
     #   "source", "note", "oof_note", "manual", "calendar", "endpoints": [...], "privacy", ...}
     def presence_show(self, jid: str) -> Result: ...

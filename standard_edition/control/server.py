@@ -51,7 +51,7 @@ SOCKET_MODE = 0o660
 MAX_REQUEST = 1024 * 1024
 HANG_UP_GRACE = 5.0
 # read-only requests a console polls, and backup chunks: logged, they would flood the log
-QUIET_COMMANDS = frozenset({"status", "sessions", "backup.read"})
+QUIET_COMMANDS = frozenset({"status", "sessions", "backup.read", "log.tail"})
 
 # the commands are exactly the methods the ControlAPI protocol declares, nothing else of the
 # implementing object is reachable from the socket

@@ -22,6 +22,7 @@ from standard_edition.control.api import ControlError
 from standard_edition.core.accounts import TEST_TOKEN_TTL, Account, AccountError, Accounts
 from standard_edition.core.federation import RUNTIME_KEYS as FEDERATION_KEYS
 from standard_edition.core.jid import InvalidJID, parse_jid, prepare_username
+from standard_edition.core.logring import LEVELS, MAX_LINES, LogRing
 from standard_edition.core.router import Router
 from standard_edition.core.settings import Settings
 from standard_edition.edge.admin import EdgeAdmin
@@ -74,6 +75,7 @@ class Admin(EdgeAdmin):
         self._listeners = listeners
         self._clock = clock
         self.started = clock()
+        self.log_ring: LogRing | None = None  # set by the server
 
     # -- users -------------------------------------------------------------------------------
 
@@ -542,6 +544,17 @@ class Admin(EdgeAdmin):
             "store_bytes": self._store_bytes(),
             "edge": self.edge_status(),
         }
+
+    def log_tail(self, limit: int = 100, level: str = "info", after: int = 0) -> dict[str, Any]:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LINES:
+            raise ControlError("invalid", f"limit: a whole number from 1 to {MAX_LINES}")
+        if level not in LEVELS[1:]:
+            raise ControlError("invalid", f"level: one of {', '.join(LEVELS[1:])}")
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise ControlError("invalid", "after: a line's seq (0 for all)")
+        ring = self.log_ring
+        lines = ring.tail(limit, level, after) if ring is not None else []
+        return {"lines": lines, "last": ring.seq if ring is not None else 0}
 
     def sessions(self) -> list[dict[str, Any]]:
         return sorted((self._session(ep) for ep in self.router.sessions), key=lambda s: s["jid"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shlex
 import shutil
@@ -11,12 +13,12 @@ from collections.abc import Callable
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, RichLog, Static
 
 from appliance.console.app import ConsoleApp
 
 from .server import Server, clean_env, executable
-from .xmppclient import Sessions
+from .xmppclient import Sessions, next_matching
 
 
 def console(server: Server) -> ConsoleApp:
@@ -84,6 +86,102 @@ def test_users_screen_adds_searches_and_disables_a_user(server: Server, run):
     run(scenario())
     shown = server.ctl_ok("user", "show", carol, "--json").stdout
     assert '"enabled": false' in shown
+
+
+def test_archive_screen_finds_a_message_by_user_and_word(make_server, run):
+    server = make_server('[archive]\nmode = "all"')
+    alice, bob = server.new_users("alice", "bob")
+    word = f"pineapple{os.getpid()}"
+
+    async def scenario() -> None:
+        async with Sessions(server) as ss:
+            a, b = await ss.login(alice), await ss.login(bob)
+            a.send_message(mto=f"{bob}@{server.domain}", mbody=f"the {word} order", mtype="chat")
+            await next_matching(b.inbox, lambda m: word in m["body"])
+        app = console(server)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("6")
+            query = app.screen.query_one("#query", Input)
+            query.value = f"user:{alice}@{server.domain} {word}"
+            query.focus()
+            end = time.monotonic() + 10
+            while not rows(app):  # the archive writes in batches: search until it is there
+                assert time.monotonic() < end, "the archive screen found nothing"
+                query.focus()
+                await pilot.press("enter")
+                await pilot.pause(0.5)
+            (found,) = rows(app)
+            assert found[1].startswith(f"{alice}@{server.domain}"), found
+            assert found[2].startswith(f"{bob}@{server.domain}") and word in found[3], found
+            assert "1 of 1 record" in message(app)
+            await pilot.press("q")
+
+    run(scenario())
+
+
+def test_federation_screen_allows_blocks_and_changes_the_mode(server: Server, run):
+    async def scenario() -> None:
+        app = console(server)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("7")
+            heading = app.screen.query_one("#federation", Static)
+            await until(pilot, lambda: "Mode" in str(heading.content))
+            await pilot.press("a")
+            await until(pilot, lambda: getattr(app.focused, "id", None) == "domain")
+            await pilot.press(*"partner.example", "enter")
+            await until(pilot, lambda: ["partner.example", "allowed"] in [r[:2] for r in rows(app)])
+            await pilot.press("b")
+            await until(pilot, lambda: getattr(app.focused, "id", None) == "domain")
+            await pilot.press(*"spam.example", "enter")
+            await until(pilot, lambda: ["spam.example", "blocked"] in [r[:2] for r in rows(app)])
+            mode = json.loads(server.ctl_ok("federation", "list", "--json").stdout)["mode"]
+            await pilot.press("m")
+            await until(pilot, lambda: f"Mode {mode} " not in str(heading.content))
+            await pilot.press("q")
+
+    run(scenario())
+    listing = json.loads(server.ctl_ok("federation", "list", "--json").stdout)
+    assert "partner.example" in listing["allow"] and "spam.example" in listing["block"]
+    assert listing["source"]["mode"] == "se-ctl"
+    for args in (["mode", "allowlist"], ["allow", "partner.example", "--remove"]):
+        server.ctl_ok("federation", *args)
+    server.ctl_ok("federation", "block", "spam.example", "--remove")
+
+
+def test_log_screen_follows_the_server_log_and_dashboard_shows_errors(server: Server, run):
+    (dave,) = server.new_users("dave")
+
+    async def scenario() -> None:
+        app = console(server)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("8")
+            log = app.screen.query_one(RichLog)
+            await until(pilot, lambda: "serving example.test" in lines(log))
+            # a new line while the screen is open: the server logs each se-ctl request
+            before = lines(log).count("control: user.remove")
+            await asyncio.to_thread(server.ctl_ok, "user", "remove", f"{dave}@{server.domain}")
+            await until(pilot, lambda: lines(log).count("control: user.remove") > before)
+            await pilot.press("w")
+            await until(pilot, lambda: "warnings and errors" in message(app))
+            assert "serving example.test" not in lines(log)
+            await pilot.press("1")
+            errors = app.screen.query_one("#errors", Static)
+            await until(pilot, lambda: "Recent errors" in str(errors.content))
+            await pilot.press("q")
+
+    run(scenario())
+    tail = json.loads(server.ctl_ok("log", "--lines", "500", "--json").stdout)
+    assert any("control: user.remove" in line["text"] for line in tail["lines"]), tail
+    warnings = json.loads(server.ctl_ok("log", "--level", "warn", "--json").stdout)
+    assert all(line["level"] in ("warn", "error", "critical") for line in warnings["lines"])
+
+
+def message(app: ConsoleApp) -> str:
+    return str(app.screen.query_one("#message", Static).content)
+
+
+def lines(log: RichLog) -> str:
+    return "\n".join(strip.text for strip in log.lines)
 
 
 def test_console_in_tmux_shows_the_dashboard_and_quits_with_q(server: Server, tmp_path):

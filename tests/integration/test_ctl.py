@@ -209,6 +209,124 @@ def test_ctl_without_a_running_server_says_so_in_one_line(make_server):
     one_line_error(stopped.ctl("user", "add", f"late@{stopped.domain}", "--password-file", str(pw)))
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["presence", "JID"],
+        ["presence", "clear", "JID"],
+        ["presence", "set", "JID", "--state", "busy"],
+        ["calendar", "clear", "JID"],
+        ["policy", "JID"],
+        ["policy", "JID", "--outside-access", "off"],
+    ],
+    ids=lambda args: " ".join(a for a in args if a != "JID"),
+)
+def test_unknown_user_in_other_commands_is_an_error_in_one_line(server: Server, args):
+    nobody = f"nobody@{server.domain}"
+    line = one_line_error(server.ctl(*[nobody if a == "JID" else a for a in args]))
+    assert "nobody" in line, line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["presence", "set", "JID", "--state", "busy", "--json"],
+        ["presence", "clear", "JID", "--json"],
+        ["calendar", "clear", "JID", "--json"],
+        ["policy", "JID", "--json"],
+        ["im", "offline", "on", "--json"],
+        ["config", "reset", "im.offline", "--json"],
+        ["conference", "list", "--json"],
+        ["federation", "list", "--json"],
+        ["archive", "policy", "--json"],
+        ["log", "--lines", "5", "--json"],
+    ],
+    ids=lambda args: " ".join(a for a in args if a not in ("JID", "--json")),
+)
+def test_json_output_parses(server: Server, args):
+    jid = f"{server.new_users('json')[0]}@{server.domain}"
+    out = parsed(server.ctl(*[jid if a == "JID" else a for a in args]))
+    if "JID" in args:
+        assert jid in strings(out), out
+    assert isinstance(out, dict | list), out
+
+
+def test_log_shows_recent_lines_and_filters_by_level(server: Server):
+    server.ctl_ok("user", "list")  # logged as "control: user.list"
+    text = server.ctl_ok("log", "--lines", "500").stdout
+    assert "control: user.list" in text, text
+    tail = parsed(server.ctl("log", "--lines", "3", "--json"))
+    assert len(tail["lines"]) <= 3 and isinstance(tail["last"], int), tail
+    assert {"seq", "time", "level", "namespace", "text"} <= set(tail["lines"][-1]), tail
+    worse = parsed(server.ctl("log", "--level", "error", "--json"))
+    assert all(line["level"] in ("error", "critical") for line in worse["lines"]), worse
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["log", "--lines", "0"],
+        ["log", "--lines", "501"],
+        ["archive", "search", "--from", "not-a-date"],
+        ["archive", "search", "--limit", "0"],
+        ["federation", "allow", "bad domain!"],
+        ["presence", "level", "JID", "JID", "nonsense"],
+        ["config", "reset", "no.such.key"],
+    ],
+    ids=[
+        "log-lines-0",
+        "log-lines-501",
+        "bad-date",
+        "bad-limit",
+        "bad-domain",
+        "bad-level",
+        "bad-key",
+    ],
+)
+def test_bad_arguments_are_refused_in_one_line(server: Server, args):
+    jid = f"{server.new_users('badarg')[0]}@{server.domain}"
+    one_line_error(server.ctl(*[jid if a == "JID" else a for a in args]))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["log", "--level", "debug"],
+        ["im", "offline", "maybe"],
+        ["federation", "mode", "weird"],
+        ["archive", "search", "--protocol", "irc"],
+        ["presence", "set"],
+    ],
+    ids=["log-level", "im-offline", "federation-mode", "archive-protocol", "presence-set-no-jid"],
+)
+def test_more_usage_errors_exit_2(server: Server, args):
+    r = server.ctl(*args)
+    assert r.returncode == 2, f"{args}: exit {r.returncode}: {r.stderr!r}"
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sessions"],
+        ["presence", "someone@example.test"],
+        ["conference", "list"],
+        ["archive", "search"],
+        ["archive", "verify"],
+        ["federation", "list"],
+        ["policy", "someone@example.test"],
+        ["im", "offline", "on"],
+        ["log"],
+        ["test", "im", "a@example.test", "b@example.test"],
+    ],
+    ids=lambda args: " ".join(a for a in args if "@" not in a),
+)
+def test_other_commands_without_a_running_server_say_so_in_one_line(make_server, args):
+    never_started = make_server(start=False)
+    line = one_line_error(never_started.ctl(*args))
+    assert "not running" in line, line
+
+
 def run_server_expecting_refusal(config: Path) -> str:
     r = subprocess.run(
         [executable("se-appliance"), "--config", str(config)],
