@@ -312,6 +312,8 @@ class Server:
             yield self.archive.close()
         if self.router is not None and self.router.history is not None:
             yield self.router.history.flush()
+        if self.sip is not None:
+            yield self.sip.registrar.flush()  # registrations survive the restart
         yield self.db.close()
         log.info("stopped")
         globalLogPublisher.removeObserver(self.log_ring)

@@ -93,16 +93,18 @@ def _q(ns: str, name: str) -> str:
 
 def build(entity: str, tuples: list[Tuple], agg: Aggregate | None) -> bytes:
     """The document a watcher gets; `agg` None means Offline (or nothing it may see)."""
-    root = ET.Element(_q(PIDF, "presence"), {"entity": entity})
+    # PIDF is the default namespace, as RFC 3863 writes it: simple clients (baresip) match
+    # `<basic>` literally and read a prefixed `<ns0:basic>` as no status at all
+    root = ET.Element("presence", {"xmlns": PIDF, "entity": entity})
     shown = agg if agg is not None and agg.band is not Band.OFFLINE else None
     if not tuples or shown is None:
         tuples = [Tuple("offline", False)]
     for t in tuples:
-        el = ET.SubElement(root, _q(PIDF, "tuple"), {"id": t.id})
-        status = ET.SubElement(el, _q(PIDF, "status"))
-        ET.SubElement(status, _q(PIDF, "basic")).text = "open" if t.open else "closed"
+        el = ET.SubElement(root, "tuple", {"id": t.id})
+        status = ET.SubElement(el, "status")
+        ET.SubElement(status, "basic").text = "open" if t.open else "closed"
         if t.contact:
-            ET.SubElement(el, _q(PIDF, "contact")).text = t.contact
+            ET.SubElement(el, "contact").text = t.contact
     person = ET.SubElement(root, _q(DM, "person"), {"id": "p"})
     if shown is not None:
         b = shown.band

@@ -1,8 +1,11 @@
 """The registrar (RFC 3261 §10.3): which contacts each user registered, until when.
 
 Each binding is one core endpoint (DESIGN §5: available from REGISTER until PUBLISH says
-otherwise). Bindings are written through to the store and restored at start while they
-have not expired, so a restart does not make SIP users disappear.
+otherwise). Bindings are written to the store and restored at start while they have not
+expired, so a restart does not make SIP users disappear. Writes are batched as the message
+history's are: a change waits at most FLUSH_DELAY seconds (or until BATCH_MAX wait) and only
+the last change of each binding is written, in one transaction per batch; `flush` writes what
+waits, and a clean shutdown calls it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.python import log
 
 from standard_edition.sip.message import NameAddr, ParseError, Request, Response, make_response
@@ -26,6 +29,8 @@ MIN_EXPIRES = 60  # RFC 3261 §10.3 step 7: answer 423 below this
 MAX_EXPIRES = 7200
 DEFAULT_EXPIRES = 3600
 MAX_CONTACTS = 10  # per user; more is a misbehaving client
+FLUSH_DELAY = 0.01  # seconds a binding change waits to be written with others
+BATCH_MAX = 500
 
 
 def resource_for(contact: str) -> str:
@@ -67,6 +72,9 @@ class Registrar:
         self.on_unbound = on_unbound
         self.clock = clock
         self._by_user: dict[str, dict[str, Binding]] = {}
+        # (username, contact) -> the row to upsert, or None to delete; the last change wins
+        self._pending: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._flush_timer: Any = None
 
     def bindings(self, username: str) -> list[Binding]:
         return list(self._by_user.get(username, {}).values())
@@ -201,11 +209,13 @@ class Registrar:
             if b.flow == peer:
                 b.flow = None
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
+        """Stop the expiry timers (the bindings stay stored) and write what waits."""
         for b in self.all():
             if b.timer is not None and b.timer.active():
                 b.timer.cancel()
             b.timer = None
+        return self.flush()
 
     def _save(self, b: Binding) -> None:
         row = {
@@ -217,20 +227,44 @@ class Registrar:
             "source": b.source,
             "q": b.q,
         }
-
-        def write(db: sqlite_utils.Database) -> None:
-            db["sip_bindings"].upsert(row, pk=("username", "contact"))
-
-        self.db.run(write).addErrback(lambda f: log.err(f, "sip binding not stored"))
+        self._queue((b.username, b.contact), row)
 
     def _delete(self, b: Binding) -> None:
-        def write(db: sqlite_utils.Database) -> None:
-            db.conn.execute(
-                "DELETE FROM sip_bindings WHERE username = ? AND contact = ?",
-                (b.username, b.contact),
-            )
+        self._queue((b.username, b.contact), None)
 
-        self.db.run(write).addErrback(lambda f: log.err(f, "sip binding not removed"))
+    def _queue(self, key: tuple[str, str], row: dict[str, Any] | None) -> None:
+        self._pending[key] = row
+        if len(self._pending) >= BATCH_MAX:
+            self.flush()
+        elif self._flush_timer is None:
+            self._flush_timer = self.reactor.callLater(FLUSH_DELAY, self.flush)
+
+    def flush(self) -> Deferred[None]:
+        """Write the waiting binding changes in one transaction; fires when they are stored.
+
+        The store runs its jobs in order on one thread, so batches land in the order they
+        were flushed."""
+        if self._flush_timer is not None and self._flush_timer.active():
+            self._flush_timer.cancel()
+        self._flush_timer = None
+        changes, self._pending = self._pending, {}
+        if not changes:
+            return succeed(None)
+        rows = [r for r in changes.values() if r is not None]
+        gone = [k for k, r in changes.items() if r is None]
+
+        def write(db: sqlite_utils.Database) -> None:
+            if gone:
+                db.conn.executemany(
+                    "DELETE FROM sip_bindings WHERE username = ? AND contact = ?", gone
+                )
+            if rows:
+                db["sip_bindings"].upsert_all(rows, pk=("username", "contact"))
+
+        def failed(f: Any) -> None:
+            log.err(f, f"sip bindings: {len(changes)} changes not stored")
+
+        return self.db.run(write).addErrback(failed)
 
 
 def _tag_for(req: Request) -> str:

@@ -8,6 +8,7 @@ user interface output, which the `cons` module serves on a TCP port the test rea
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -18,11 +19,19 @@ from typing import Any
 from .server import _die_with_parent, free_port
 
 BARESIP = shutil.which("baresip")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class Baresip:
     def __init__(
-        self, root: Path, user: str, password: str, domain: str, sip_port: int, contact: str
+        self,
+        root: Path,
+        user: str,
+        password: str,
+        domain: str,
+        sip_port: int,
+        contact: str,
+        presence: bool = False,
     ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
@@ -47,13 +56,17 @@ class Baresip:
             "module\t\t\tcons.so\n"
             f"cons_listen\t\t127.0.0.1:{self.cons_port}\n"
             f"ctrl_tcp_listen\t\t127.0.0.1:{self.ctrl_port}\n"
+            # PUBLISH of its own state (pubint), SUBSCRIBE to contacts marked presence=p2p
+            + ("module\t\t\tpresence.so\n" if presence else "")
         )
         # the domain is not in DNS: every request goes to the server as outbound proxy
         (root / "accounts").write_text(
             f"<{self.aor};transport=udp>;auth_pass={password};"
-            f'outbound="sip:127.0.0.1:{sip_port};transport=udp";regint=600\n'
+            f'outbound="sip:127.0.0.1:{sip_port};transport=udp";regint=600'
+            + (";pubint=600" if presence else "")
+            + "\n"
         )
-        (root / "contacts").write_text(f"<{contact}>\n")
+        (root / "contacts").write_text(f"<{contact}>{';presence=p2p' if presence else ''}\n")
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self.cons: socket.socket | None = None
@@ -97,7 +110,10 @@ class Baresip:
                 self.proc.wait()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """What baresip printed, without its colour codes."""
+        if not self.log_path.exists():
+            return ""
+        return _ANSI.sub("", self.log_path.read_text(errors="replace"))
 
     # -- ctrl_tcp ----------------------------------------------------------------------------
 
@@ -150,6 +166,21 @@ class Baresip:
             obj = self._read(left)
             if obj is not None and obj.get("event"):
                 self.events.append(obj)
+
+    def contact_status(self, uri: str) -> str | None:
+        """The presence baresip shows for a contact (/contacts): Unknown, Online, Busy..."""
+        listing = _ANSI.sub("", str(self.command("contacts").get("data", "")))
+        for line in listing.splitlines():
+            if f"<{uri}>" in line:
+                return line.strip(" >").split()[0]
+        return None
+
+    def wait_contact_status(self, uri: str, status: str, timeout: float = 15) -> None:
+        end = time.monotonic() + timeout
+        while (shown := self.contact_status(uri)) != status:
+            if time.monotonic() > end:
+                raise TimeoutError(f"baresip shows {uri} as {shown}, not {status}")
+            time.sleep(0.2)
 
     def wait_output(self, text: str, timeout: float = 10) -> str:
         """Wait until the user interface showed `text`; returns everything shown so far."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -54,6 +55,16 @@ def test_idle_bands_carry_user_input_idle() -> None:
     root = doc([pidf.Tuple("t", True)], Aggregate(IDLE))
     assert root.findtext(".//rpid:user-input", namespaces=NS) == "idle"
     assert root.find(".//rpid:activities/rpid:away", NS) is not None
+
+
+def test_pidf_is_the_default_namespace_as_simple_clients_expect() -> None:
+    # baresip 1.0 finds the status with a regex on `<basic>` and the activity on
+    # `<rpid:away/>`: a generated `ns0:` prefix made every status unreadable to it
+    out = pidf.build("sip:alice@example.test", [pidf.Tuple("t", True)], Aggregate(IDLE))
+    assert re.search(rb'<presence [^>]*xmlns="urn:ietf:params:xml:ns:pidf"', out)
+    assert b"<basic>open</basic>" in out
+    assert re.search(rb"<rpid:away[ \t]*/>", out)
+    assert b"ns0" not in out
 
 
 def published(person: str, basic: str = "open") -> bytes:
