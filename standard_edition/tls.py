@@ -15,6 +15,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import SSL
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 
@@ -123,12 +124,23 @@ def server_tls_options(cert_path: Path, key_path: Path) -> CertificateOptions:
     certs = x509.load_pem_x509_certificates(cert_path.read_bytes())
     key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     # cryptography objects, which pyOpenSSL takes directly (its own X509/PKey are deprecated)
-    return CertificateOptions(
+    options = CertificateOptions(
         privateKey=key,  # type: ignore[arg-type]
         certificate=certs[0],  # type: ignore[arg-type]
         extraCertChain=certs[1:],  # type: ignore[arg-type]
         raiseMinimumTo=TLSVersion.TLSv1_2,
     )
+    # Twisted's own ALPN callback answers a client offering protocols we do not name with an
+    # empty selection, which OpenSSL turns into a fatal internal_error alert: Prosody (ALPN
+    # "xmpp-server") and XEP-0368 clients ("xmpp-client") could not connect at all. Go on
+    # without ALPN instead; the context is cached, so every connection of these options has it.
+    options.getContext().set_alpn_select_callback(_no_alpn)
+    return options
+
+
+def _no_alpn(connection: SSL.Connection, offered: list[bytes]) -> object:
+    """Accept the handshake whatever the client offers over ALPN, selecting no protocol."""
+    return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def certificate_der(cert_path: Path) -> bytes:

@@ -103,6 +103,7 @@ class Archive:
     def open(self):  # type: ignore[no-untyped-def]
         yield self.db.open()
         yield self.reader.open()
+        yield self.db.read(lambda db: store.tune_writer(db.conn))
         self._state = yield self.db.read(lambda db: store.load_state(db.conn))
         self.last_id = self._state.last_id
         self._logged_day = self._state.last_day

@@ -213,12 +213,16 @@ def test_server_end_point_hash_is_undefined_without_a_hash(tmp_path: Path) -> No
 # -- the listeners' TLS ------------------------------------------------------------------------
 
 
-def handshake(server_ctx: SSL.Context, client_max: int) -> SSL.Connection:
+def handshake(
+    server_ctx: SSL.Context, client_max: int, alpn: list[bytes] | None = None
+) -> SSL.Connection:
     """Run a TLS handshake in memory; raise SSL.Error if it fails."""
     client_ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     client_ctx.set_max_proto_version(client_max)
     client_ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
     server, client = SSL.Connection(server_ctx), SSL.Connection(client_ctx)
+    if alpn:
+        client.set_alpn_protos(alpn)
     server.set_accept_state()
     client.set_connect_state()
     for _ in range(20):
@@ -244,3 +248,16 @@ def test_server_tls_options_serve_tls12_and_13_only(cfg: Config) -> None:
     assert handshake(ctx, SSL.TLS1_2_VERSION).get_protocol_version_name() == "TLSv1.2"
     with pytest.raises(SSL.Error):
         handshake(ctx, SSL.TLS1_1_VERSION)
+
+
+@pytest.mark.parametrize("offered", [[b"xmpp-server"], [b"xmpp-client"], [b"h2", b"http/1.1"]])
+def test_a_client_offering_alpn_is_served_without_a_protocol(
+    cfg: Config, offered: list[bytes]
+) -> None:
+    # Prosody offers "xmpp-server" on s2s, XEP-0368 clients "xmpp-client": Twisted's own ALPN
+    # callback failed such handshakes with an internal_error alert
+    cert_path, key_path = tls.ensure_certificate(cfg, RecordingLog())  # type: ignore[arg-type]
+    options = tls.server_tls_options(cert_path, key_path)
+    for version in (SSL.TLS1_3_VERSION, SSL.TLS1_2_VERSION):
+        server = handshake(options.getContext(), version, offered)
+        assert server.get_alpn_proto_negotiated() == b""
