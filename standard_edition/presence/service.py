@@ -112,6 +112,10 @@ class PresenceService:
 
     def aggregate(self, username: str) -> Aggregate:
         u = self._user(username)
+        if u.last is not None:
+            # kept current: every input change and every timed threshold re-aggregates, and
+            # a broadcast asks once per watcher
+            return u.last
         return aggregate(u.endpoints.values(), u.manual, u.calendar, self.now(), u.note, u.oof_note)
 
     def details(self, username: str) -> dict[str, Any]:

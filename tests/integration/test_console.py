@@ -128,11 +128,14 @@ def test_federation_screen_allows_blocks_and_changes_the_mode(server: Server, ru
             await until(pilot, lambda: "Mode" in str(heading.content))
             await pilot.press("a")
             await until(pilot, lambda: getattr(app.focused, "id", None) == "domain")
-            await pilot.press(*"partner.example", "enter")
+            # the prompt's text is set, not typed: keystrokes raced the prompt's mounting
+            app.focused.value = "partner.example"  # type: ignore[union-attr]
+            await pilot.press("enter")
             await until(pilot, lambda: ["partner.example", "allowed"] in [r[:2] for r in rows(app)])
             await pilot.press("b")
             await until(pilot, lambda: getattr(app.focused, "id", None) == "domain")
-            await pilot.press(*"spam.example", "enter")
+            app.focused.value = "spam.example"  # type: ignore[union-attr]
+            await pilot.press("enter")
             await until(pilot, lambda: ["spam.example", "blocked"] in [r[:2] for r in rows(app)])
             mode = json.loads(server.ctl_ok("federation", "list", "--json").stdout)["mode"]
             await pilot.press("m")
