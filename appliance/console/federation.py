@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any
 
 from textual import on, work
@@ -82,6 +83,7 @@ class FederationScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self._seq, self._shown, self._seq_lock = 0, 0, threading.Lock()
         table = self.query_one(DataTable)
         table.add_columns("Domain", "List", "Certificate", "Streams")
         table.focus()
@@ -99,14 +101,23 @@ class FederationScreen(Screen[None]):
         self.request(cmd, args, done)
 
     def request(self, cmd: str, args: dict[str, Any], done: str) -> None:
+        with self._seq_lock:
+            self._seq += 1
+            seq = self._seq
         try:
             listing = self.app.control.call(cmd, **args)  # type: ignore[attr-defined]
         except ControlClientError as e:
             self.app.call_from_thread(self.say, f"{cmd.replace('.', ' ')}: {e}")
             return
-        self.app.call_from_thread(self.show, listing, done)
+        self.app.call_from_thread(self.show, listing, done, seq)
+        if cmd != "federation.list":
+            # a reload that raced this change may have read the state before it: read again
+            self.app.call_from_thread(self.reload)
 
-    def show(self, listing: dict[str, Any], done: str) -> None:
+    def show(self, listing: dict[str, Any], done: str, seq: int = 0) -> None:
+        if seq and seq < self._shown:
+            return  # an older answer arriving late must not hide a newer one
+        self._shown = max(self._shown, seq)
         self.listing = listing
         self.query_one("#federation", Static).update(heading(listing))
         table = self.query_one(DataTable)
