@@ -6,30 +6,57 @@ import contextlib
 import ctypes
 import itertools
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 DOMAIN = "example.test"
 PASSWORD = "Correct-Horse-7"
 
-_ports_given: set[int] = set()
 _user_numbers = itertools.count(1)
 
 
+def _port_sequence() -> Iterator[int]:
+    """Ports for this test process: its slice of 20000-31999, below the kernel's ephemeral range.
+
+    Each pytest-xdist worker gets a disjoint slice, so two workers never hand out the same port;
+    a random start inside the slice keeps two separate runs on one machine apart as well.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    size = 12000 // count
+    low = 20000 + (index % count) * size
+    start = random.randrange(size)
+    for i in range(size):
+        yield low + (start + i) % size
+
+
+_ports = _port_sequence()
+
+
+def _bindable(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):  # SIP takes the UDP port beside TCP
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port() -> int:
-    """A loopback TCP port nobody listens on (and not handed out before in this run)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _ports_given:
-            _ports_given.add(port)
+    """A loopback port nobody uses (TCP and UDP), never handed out before in this run."""
+    for port in _ports:
+        if _bindable(port):
             return port
+    raise RuntimeError("no free loopback port left for the tests")
 
 
 def executable(name: str) -> str:
