@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from appliance.control_client import ControlClient
+from appliance.progress import Progress
 from standard_edition.archive.export import EmlWriter, jsonl_line
 
 PAGE = 2000  # records a request while exporting
@@ -60,6 +61,12 @@ def _filters(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--text", help="words, in SQLite FTS5 query syntax (e.g. 'invoice OR bill')")
     p.add_argument("--protocol", choices=("xmpp", "sip"))
+    p.add_argument(
+        "--origin",
+        choices=("internal", "remote", "edge", "federated", "external"),
+        help="how the sender reached the server: internal (LAN), remote (= edge: signed in from"
+        " outside), federated (another domain), external (remote or federated)",
+    )
 
 
 def add_parser(commands: Any) -> None:
@@ -114,6 +121,11 @@ def add_parser(commands: Any) -> None:
         metavar="PATH",
         help="jsonl: a file ('-': standard output); eml: a folder (made if missing)",
     )
+    export.add_argument(
+        "--progress",
+        action="store_true",
+        help="report records written on stderr even when it is not a terminal",
+    )
 
     purge = leaf("purge", "remove every record older than a day or time (recorded in the chain)")
     purge.add_argument(
@@ -127,7 +139,8 @@ def add_parser(commands: Any) -> None:
 
 
 def _query(a: argparse.Namespace) -> dict[str, Any]:
-    q = {k: getattr(a, k) for k in ("user", "peer", "room", "since", "until", "text", "protocol")}
+    keys = ("user", "peer", "room", "since", "until", "text", "protocol", "origin")
+    q = {k: getattr(a, k) for k in keys}
     return {k: v for k, v in q.items() if v is not None}
 
 
@@ -193,7 +206,9 @@ def _policy(a: argparse.Namespace, client: ControlClient, out: TextIO) -> int:
 def _line(r: dict[str, Any]) -> str:
     where = r["room"] or r["recipient"]
     when = r["time"][:19].replace("T", " ")
-    return f"{r['id']:>8}  {when} UTC  {r['sender']} -> {where}: {r['body']}"
+    origin = r.get("origin") or "internal"
+    tag = "" if origin == "internal" else f" [{origin}]"
+    return f"{r['id']:>8}  {when} UTC  {r['sender']}{tag} -> {where}: {r['body']}"
 
 
 def _search(a: argparse.Namespace, client: ControlClient, out: TextIO) -> int:
@@ -224,27 +239,6 @@ def _search(a: argparse.Namespace, client: ControlClient, out: TextIO) -> int:
     return 0
 
 
-class _Progress:
-    def __init__(self, total: int | None) -> None:
-        self.total = total
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-
-    def show(self, done: int, final: bool = False) -> None:
-        if not self.tty or (not final and time.monotonic() - self.last < 0.2):
-            return
-        self.last = time.monotonic()
-        if self.total:
-            width = 30
-            filled = int(width * done / self.total)
-            bar = "#" * filled + "-" * (width - filled)
-            text = f"\rexport [{bar}] {done}/{self.total}"
-        else:
-            text = f"\rexport {done}"
-        sys.stderr.write(text + ("\n" if final else ""))
-        sys.stderr.flush()
-
-
 def _export(a: argparse.Namespace, client: ControlClient, out: TextIO) -> int:
     target = Path(a.out)
     jsonl: TextIO | None = None
@@ -263,14 +257,14 @@ def _export(a: argparse.Namespace, client: ControlClient, out: TextIO) -> int:
         raise ArchiveUsage(f"{a.out}: cannot write: {e.strerror}") from None
     started = time.monotonic()
     done, after = 0, 0
-    progress: _Progress | None = None
+    progress: Progress | None = None
     try:
         while True:
             page = client.call(
                 "archive.search", **_query(a), after=after, limit=PAGE, count=progress is None
             )
             if progress is None:
-                progress = _Progress(page.get("total"))
+                progress = Progress("export", page.get("total"), "records", asked=a.progress)
             for r in page["records"]:
                 if eml is not None:
                     eml.add(r)
@@ -278,12 +272,12 @@ def _export(a: argparse.Namespace, client: ControlClient, out: TextIO) -> int:
                     assert jsonl is not None
                     jsonl.write(jsonl_line(r))
             done += len(page["records"])
-            progress.show(done)
+            progress.update(done)
             after = page["next"]
             if after is None:
                 break
         if progress is not None:
-            progress.show(done, final=True)
+            progress.finish(done)
     except OSError as e:
         raise ArchiveUsage(f"{a.out}: cannot write: {e.strerror or e}") from None
     finally:

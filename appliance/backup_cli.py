@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from appliance.control_client import ControlClient, ControlClientError
+from appliance.progress import Progress
 from standard_edition import __version__
 from standard_edition.archive.store import MIGRATIONS as ARCHIVE_MIGRATIONS
 from standard_edition.config import Config
@@ -42,7 +43,8 @@ KNOWN_SCHEMAS = {
     "archive.sqlite3": max(n for n, _ in ARCHIVE_MIGRATIONS),
 }
 EXAMPLES = {
-    "backup": "se-ctl backup /srv/backup/se-$(date +%F).tar.gz",
+    "backup": "se-ctl backup /srv/backup/se-$(date +%F).tar.gz\n"
+    "  se-ctl backup nightly.tar.gz --progress --json 2>progress.log",
     "restore": "systemctl stop se-appliance && se-ctl restore se-2025-01-31.tar.gz --force",
 }
 
@@ -54,6 +56,11 @@ class BackupError(Exception):
 def add_parsers(commands: Any, leaf: Any) -> None:
     b = leaf(commands, "backup", "backup", "write an online snapshot of the server to FILE")
     b.add_argument("file", metavar="FILE", help="the backup file to write (a .tar.gz)")
+    b.add_argument(
+        "--progress",
+        action="store_true",
+        help="report bytes copied on stderr even when it is not a terminal",
+    )
     r = leaf(
         commands,
         "restore",
@@ -74,8 +81,17 @@ def add_parsers(commands: Any, leaf: Any) -> None:
 class _RemoteMember(io.RawIOBase):
     """One member of the server's snapshot, read in chunks over the control socket."""
 
-    def __init__(self, client: ControlClient, sid: str, name: str, size: int) -> None:
+    def __init__(
+        self,
+        client: ControlClient,
+        sid: str,
+        name: str,
+        size: int,
+        progress: Progress | None = None,
+        before: int = 0,
+    ) -> None:
         self._client, self._sid, self._name, self._size = client, sid, name, size
+        self._progress, self._before = progress, before
         self._offset = 0
         self._buffer = b""
         self.sha256 = hashlib.sha256()
@@ -92,6 +108,8 @@ class _RemoteMember(io.RawIOBase):
                 raise BackupError(f"backup: {self._name} ended early at byte {self._offset}")
             self._offset += len(data)
             self.sha256.update(data)
+            if self._progress is not None:
+                self._progress.update(self._before + self._offset)
             self._buffer += data
         out, self._buffer = self._buffer[:want], self._buffer[want:]
         return out
@@ -101,9 +119,13 @@ def backup(args: argparse.Namespace, cfg: Config) -> int:
     target = Path(args.file)
     tmp = target.with_name(f".{target.name}.partial")
     started = time.monotonic()
+    progress = Progress("backup", None, asked=args.progress)
     with ControlClient(cfg.control_socket, timeout=600) as client:
+        progress.say("the server is taking a snapshot of its databases")
         snap = client.call("backup.start")
         sid, manifest = snap["id"], snap["manifest"]
+        progress.total = sum(int(m["size"]) for m in manifest["members"])
+        done = 0
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         except OSError as e:
@@ -113,12 +135,14 @@ def backup(args: argparse.Namespace, cfg: Config) -> int:
             with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
                 _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
                 for m in manifest["members"]:
-                    member = _RemoteMember(client, sid, m["name"], m["size"])
+                    member = _RemoteMember(client, sid, m["name"], m["size"], progress, done)
                     info = tarfile.TarInfo(m["name"])
                     info.size, info.mtime, info.mode = m["size"], int(time.time()), 0o600
                     tar.addfile(info, member)
                     if member.sha256.hexdigest() != m["sha256"]:
                         raise BackupError(f"backup: {m['name']} changed while being read")
+                    done += int(m["size"])
+            progress.finish(done)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):

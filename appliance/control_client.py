@@ -1,10 +1,16 @@
-"""A blocking client for the server's control socket (see standard_edition/control/server.py)."""
+"""A blocking client for the server's control socket (see standard_edition/control/server.py).
+
+Besides request/response it reads the live event stream (standard_edition/control/stream.py):
+subscribe(), then next_event(); events that arrive while a call() waits for its answer are
+kept for next_event().
+"""
 
 from __future__ import annotations
 
 import errno
 import json
 import socket
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +45,10 @@ class ProtocolError(ControlClientError):
     """The server's answer was not what the protocol promises."""
 
 
+class StreamClosed(ControlClientError):
+    """The server ended the connection an event stream was read from."""
+
+
 class ControlClient:
     def __init__(self, path: Path | str, *, timeout: float = 60.0) -> None:
         self.path = Path(path)
@@ -46,6 +56,7 @@ class ControlClient:
         self._sock: socket.socket | None = None
         self._buffer = b""
         self._next_id = 1
+        self._events: deque[dict[str, Any]] = deque()
 
     def call(self, cmd: str, **args: Any) -> Any:
         """Send one request and wait for its answer; the result, or raise ControlClientError."""
@@ -57,6 +68,9 @@ class ControlClient:
             sock.sendall(json.dumps(request, ensure_ascii=False).encode("utf-8") + b"\n")
             while True:
                 response = self._read_response()
+                if "event" in response:
+                    self._events.append(response)
+                    continue
                 if response.get("id") == rid:
                     break
                 if response.get("id") is None and not response.get("ok", True):
@@ -80,11 +94,48 @@ class ControlClient:
             raise PermissionDenied(f"{message} (control socket {self.path})")
         raise RemoteError(code, message or code)
 
+    def subscribe(self, topics: list[str] | None = None, level: str = "info") -> dict[str, Any]:
+        """Start live events on this connection (all topics when None); the server's answer."""
+        args: dict[str, Any] = {"level": level}
+        if topics is not None:
+            args["topics"] = topics
+        result: dict[str, Any] = self.call("subscribe", **args)
+        return result
+
+    def next_event(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next event line ({"event", "time", "data", ...}); None when timeout seconds
+        passed without one; StreamClosed when the server ended the connection."""
+        if self._events:
+            return self._events.popleft()
+        sock = self._connect()
+        sock.settimeout(timeout)
+        try:
+            while True:
+                line = self._read_response()
+                if "event" in line:
+                    return line
+                # an answer nobody waits for (e.g. to a request whose call() gave up): skip it
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: timeout 0, nothing waiting
+            return None
+        except ProtocolError:
+            raise
+        except ControlClientError:
+            raise StreamClosed(
+                "se-appliance closed the event stream (it stopped, or this reader fell behind)"
+            ) from None
+        except OSError as e:
+            self.close()
+            raise StreamClosed(f"lost the connection to se-appliance: {e.strerror or e}") from None
+        finally:
+            if self._sock is not None:
+                self._sock.settimeout(self.timeout)
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
             self._buffer = b""
+            self._events.clear()
 
     def __enter__(self) -> ControlClient:
         return self

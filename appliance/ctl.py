@@ -17,8 +17,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from appliance import archive_cli, backup_cli, federation_cli, synthetic
+from appliance import (
+    archive_cli,
+    backup_cli,
+    events_cli,
+    federation_cli,
+    import_cli,
+    synthetic,
+    url_filter_cli,
+)
 from appliance.control_client import ControlClient, ControlClientError
+from appliance.usage import UsageError
 from standard_edition import __version__, config
 from standard_edition.presence.model import STATE_NAMES
 
@@ -54,11 +63,14 @@ EXAMPLES = {
     "conference list": "se-ctl conference list --json",
     "presence level": "se-ctl presence level alice@example.test bob@example.test workgroup",
 }
+EXAMPLES.update(archive_cli.EXAMPLES)
+EXAMPLES["user import"] = import_cli.EXAMPLE
+EXAMPLES.update(url_filter_cli.EXAMPLES)
 EXAMPLES.update(synthetic.EXAMPLES)
 EXAMPLES.update(backup_cli.EXAMPLES)
 EXAMPLES.update(federation_cli.EXAMPLES)
 EXAMPLES["console"] = "se-ctl console"
-EXAMPLES["log"] = "se-ctl log --lines 50\n  se-ctl log --level warn --json"
+EXAMPLES.update(events_cli.EXAMPLES)
 
 
 def _epilog(*names: str) -> str:
@@ -118,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         users, "disable", "user disable", "stop an account logging in; ends its sessions", jid=True
     )
     leaf(users, "enable", "user enable", "let a disabled account log in again", jid=True)
+    import_cli.add_parser(users, leaf)
     pres = commands.add_parser(
         "presence",
         help="show or set a user's presence, notes, privacy and access levels",
@@ -151,12 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
         "im",
         help="switch IM features at run time",
         description="Switch IM features; the choice is stored and wins over config.toml.",
-        epilog=_epilog("im offline"),
+        epilog=_epilog("im offline", "im url-filter"),
         formatter_class=fmt,
     )
     ims = im.add_subparsers(dest="im_command", metavar="FEATURE", required=True)
     off = leaf(ims, "offline", "im offline", "offline IM: store messages for signed-out users")
     off.add_argument("switch", choices=("on", "off"))
+    url_filter_cli.add_parser(ims, leaf)
     conf = commands.add_parser(
         "config",
         help="return a run-time setting to its config.toml value",
@@ -185,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument(
         "--level", choices=("info", "warn", "error"), default="info", help="that level or worse"
     )
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="then print each new line as the server logs it, until Ctrl-C "
+        "(with --json: one JSON object a line)",
+    )
+    events_cli.add_parser(commands, leaf)
     console = commands.add_parser(
         "console",
         help="the interactive console (dashboard, users, sessions, presence, rooms, archive, "
@@ -524,10 +546,7 @@ def _log_lines(a: argparse.Namespace, r: Any) -> str:
     return "\n".join(log_line(line) for line in lines) or "no log lines"
 
 
-def log_line(line: dict[str, Any]) -> str:
-    """One kept log line as text: time, level, namespace, message."""
-    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(line.get("time", 0)))
-    return f"{at} {line.get('level', '?'):<5} [{line.get('namespace', '')}] {line.get('text', '')}"
+log_line = events_cli.log_line
 
 
 def _log_tail(a: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -538,6 +557,7 @@ def _log_tail(a: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 COMMANDS["log"] = (_log_tail, _log_lines)
 COMMANDS.update(federation_cli.COMMANDS)
+COMMANDS.update(url_filter_cli.COMMANDS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -553,6 +573,16 @@ def run(args: argparse.Namespace) -> int:
         return backup_cli.restore(args, cfg)
     if args.command == "backup":
         return backup_cli.backup(args, cfg)
+    if args.command == "events":
+        return events_cli.run(args, cfg)
+    if args.command == "log" and args.follow:
+        if not 1 <= args.lines <= 500:
+            raise UserError(f"--lines {args.lines}: give a number from 1 to 500")
+        return events_cli.follow_log(args, cfg)
+    if args.command == "user import":
+        # a large file: each batch's accounts have their keys derived before the answer
+        with ControlClient(cfg.control_socket, timeout=600) as client:
+            return import_cli.run(args, client, cfg.domain)
     if args.command.startswith("test "):
         with ControlClient(cfg.control_socket) as client:
             return synthetic.run(args, client, check_jid)
@@ -582,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         return run(args)
+    except UsageError as e:
+        return _fail(str(e), 2)
     except (
         UserError,
         ControlClientError,
@@ -589,6 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backup_cli.BackupError,
         synthetic.SyntheticFailure,
         federation_cli.FederationUsage,
+        import_cli.ImportFileError,
     ) as e:
         return _fail(str(e))
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 SYSTEM_CONFIG = Path("/etc/se-appliance/config.toml")
 DEFAULT_NAME = "default.toml"
@@ -47,6 +48,10 @@ class Config:
     federation_hosts: dict[str, dict[str, Address]] = field(default_factory=dict)
     sip_digest: tuple[str, ...] = ("MD5",)
     im_offline: bool = True
+    url_filter_mode: str = "off"  # [im.url_filter] (core/url_filter.py)
+    url_filter_scope: str = "domains"
+    url_filter_domains: tuple[str, ...] = ()
+    url_filter_prefix: str = "[Link warning: links in this message were made unclickable]"
     archive_mode: str = "off"
     archive_users: tuple[str, ...] = ()
     archive_internal: bool = True
@@ -57,11 +62,21 @@ class Config:
     xmpp_version: bool = False
     privacy_default: bool = False
     resume_timeout: int = 300
+    vcard_max_size: int = 131_072
     # edge rate limits (edge/limits.py EdgeLimits field names) and per-user policy defaults
     edge_limits: dict[str, float] = field(default_factory=dict)
     policy_outside_access: bool = True
     policy_federation_access: bool = True
     federation_connect_timeout: int = 20
+    federation_idle_timeout: int = 300
+    # XEP-0363 file upload (upload/): "" URLs are derived from the listeners at start
+    upload_url: str = ""
+    upload_edge_url: str = ""
+    upload_max_file_size: int = 104_857_600
+    upload_quota: int = 1_073_741_824  # bytes per user; 0: no quota
+    upload_expire_after: int = 2_592_000  # seconds; 0: kept until removed
+    upload_blocked_extensions: tuple[str, ...] = ()
+    upload_blocked_types: tuple[str, ...] = ()
 
     @property
     def control_socket(self) -> Path:
@@ -233,6 +248,93 @@ def _count(low: int, high: int) -> Check:
     return check
 
 
+# XEP-0363 uploads refused by default: programs and scripts a click would run (Windows mostly)
+BLOCKED_EXTENSIONS = (
+    ".exe", ".bat", ".cmd", ".com", ".scr", ".msi", ".msp", ".pif", ".cpl", ".hta", ".jar",
+    ".js", ".jse", ".vbs", ".vbe", ".wsf", ".wsh", ".ps1", ".psm1", ".reg", ".lnk", ".dll",
+)  # fmt: skip
+BLOCKED_TYPES = (
+    "application/x-msdownload",
+    "application/x-msdos-program",
+    "application/x-dosexec",
+    "application/x-msi",
+    "application/x-ms-installer",
+    "application/vnd.microsoft.portable-executable",
+    "application/x-executable",
+    "application/javascript",
+    "text/javascript",
+    "application/x-javascript",
+    "application/x-bat",
+    "application/hta",
+)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def _duration(key: str, v: Any) -> int:
+    s = _str(key, v).strip().lower()
+    if s == "0":
+        return 0
+    number, unit = s[:-1], s[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or not 0 < int(number) <= 10**6:
+        raise ConfigError(f'{key}: {v!r}: give a duration such as "30d", "12h", "90m", or "0"')
+    return int(number) * _DURATION_UNITS[unit]
+
+
+def _https_origin(key: str, v: Any) -> str:
+    s = _str(key, v).strip().rstrip("/")
+    if not s:
+        return ""
+    try:
+        url = urlsplit(s)
+        port = url.port
+    except ValueError:
+        port, url = -1, None
+    if (
+        url is None
+        or port == -1
+        or url.scheme != "https"
+        or not url.hostname
+        or url.path
+        or url.query
+        or url.fragment
+        or url.username is not None
+    ):
+        raise ConfigError(f'{key}: {v!r}: give "https://host" or "https://host:port", no path')
+    return s
+
+
+def _extensions(key: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list):
+        raise ConfigError(f'{key}: expected a list such as [".exe", ".bat"], got {v!r}')
+    out = []
+    for e in v:
+        ext = _str(key, e).strip().lower()
+        ext = ext if ext.startswith(".") else f".{ext}"
+        if len(ext) < 2 or not all(c.isalnum() or c in "._-+" for c in ext[1:]):
+            raise ConfigError(f"{key}: {e!r} is not a file name extension")
+        out.append(ext)
+    return tuple(dict.fromkeys(out))
+
+
+def _media_types(key: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list):
+        raise ConfigError(f'{key}: expected a list such as ["application/x-msdownload"], got {v!r}')
+    out = []
+    for t in v:
+        mt = _str(key, t).strip().lower()
+        top, slash, subtype = mt.partition("/")
+        ok = (
+            slash
+            and top
+            and subtype
+            and all(c.isalnum() or c in "!#$&^_.+-*" for c in top + subtype)
+        )
+        if not ok:
+            raise ConfigError(f'{key}: {t!r} is not a media type ("type/subtype" or "type/*")')
+        out.append(mt)
+    return tuple(dict.fromkeys(out))
+
+
 EDGE_LIMITS: dict[str, Check] = {
     "max_connections_per_address": _count(1, 100_000),
     "connections_per_minute": _count(1, 1_000_000),
@@ -242,6 +344,34 @@ EDGE_LIMITS: dict[str, Check] = {
     "auth_backoff_max": _count(1, 86_400),
     "stanzas_per_second": _count(1, 100_000),
 }
+
+
+def _prefix(key: str, v: Any) -> str:
+    s = _str(key, v)
+    if len(s) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in s):
+        raise ConfigError(f"{key}: expected at most 200 characters on one line, got {s[:40]!r}")
+    return s
+
+
+URL_FILTER: dict[str, Check] = {
+    "mode": _choice("off", "warn", "block"),
+    "scope": _choice("domains", "all"),
+    "domains": _domains,
+    "prefix": _prefix,
+}
+
+
+def _url_filter(key: str, v: Any) -> dict[str, Any]:
+    """[im.url_filter]: a table of its own inside [im]."""
+    if not isinstance(v, dict):
+        raise ConfigError(f"[{key}]: expected a table")
+    out = {}
+    for sub, value in v.items():
+        check = URL_FILTER.get(sub)
+        if check is None:
+            raise ConfigError(f"{key}.{sub}: unknown key")
+        out[sub] = check(f"{key}.{sub}", value)
+    return out
 
 
 def _hosts(key: str, v: Any) -> dict[str, dict[str, Address]]:
@@ -264,12 +394,19 @@ SCHEMA: dict[str, Check | dict[str, Check]] = {
     "domain": _domain,
     "data_dir": _str,
     "tls": {"cert": _str, "key": _str},
-    "listen": {"c2s": _addresses, "c2s_tls": _addresses, "sip": _addresses, "sip_tls": _addresses},
+    "listen": {
+        "c2s": _addresses,
+        "c2s_tls": _addresses,
+        "sip": _addresses,
+        "sip_tls": _addresses,
+        "upload": _addresses,
+    },
     "edge": {
         "c2s": _addresses,
         "c2s_tls": _addresses,
         "sip_tls": _addresses,
         "s2s": _addresses,
+        "upload": _addresses,
         **EDGE_LIMITS,
     },
     "federation": {
@@ -278,10 +415,11 @@ SCHEMA: dict[str, Check | dict[str, Check]] = {
         "block": _domains,
         "hosts": _hosts,
         "connect_timeout": _count(1, 600),
+        "idle_timeout": _count(0, 86_400),
     },
     "policy": {"outside_access": _bool, "federation_access": _bool},
     "sip": {"digest": _digests},
-    "im": {"offline": _bool},
+    "im": {"offline": _bool, "url_filter": _url_filter},
     "archive": {
         "mode": _choice("off", "all", "users"),
         "users": _addresses_of_users,
@@ -290,8 +428,22 @@ SCHEMA: dict[str, Check | dict[str, Check]] = {
         "critical": _bool,
         "keep_days": _days,
     },
-    "xmpp": {"max_stanza_size": _stanza_size, "version": _bool, "resume_timeout": _resume},
+    "xmpp": {
+        "max_stanza_size": _stanza_size,
+        "version": _bool,
+        "resume_timeout": _resume,
+        "vcard_max_size": _count(1024, 16 * 1024 * 1024),
+    },
     "presence": {"privacy": _bool},
+    "upload": {
+        "url": _https_origin,
+        "edge_url": _https_origin,
+        "max_file_size": _count(1, 1 << 40),
+        "quota": _count(0, 1 << 50),
+        "expire_after": _duration,
+        "blocked_extensions": _extensions,
+        "blocked_types": _media_types,
+    },
 }
 
 
@@ -330,9 +482,11 @@ def _build(raw: dict[str, Any], base: Path, source: str) -> Config:
         raise ConfigError(
             "tls.cert, tls.key: give both PEM paths, or neither for a self-signed pair"
         )
-    defaults = {"c2s": (), "c2s_tls": (), "sip": (), "sip_tls": (), "s2s": ()}
-    listen = {k: v.get(f"listen.{k}", ()) for k in ("c2s", "c2s_tls", "sip", "sip_tls")}
-    edge = {k: v.get(f"edge.{k}", defaults[k]) for k in ("c2s", "c2s_tls", "sip_tls", "s2s")}
+    defaults = {"c2s": (), "c2s_tls": (), "sip": (), "sip_tls": (), "s2s": (), "upload": ()}
+    listen = {k: v.get(f"listen.{k}", ()) for k in ("c2s", "c2s_tls", "sip", "sip_tls", "upload")}
+    edge = {
+        k: v.get(f"edge.{k}", defaults[k]) for k in ("c2s", "c2s_tls", "sip_tls", "s2s", "upload")
+    }
     return Config(
         domain=v["domain"],
         data_dir=data_dir,
@@ -347,6 +501,7 @@ def _build(raw: dict[str, Any], base: Path, source: str) -> Config:
         federation_hosts=v.get("federation.hosts", {}),
         sip_digest=v.get("sip.digest", ("MD5",)),
         im_offline=v.get("im.offline", True),
+        **{f"url_filter_{k}": x for k, x in v.get("im.url_filter", {}).items()},
         archive_mode=v.get("archive.mode", "off"),
         archive_users=v.get("archive.users", ()),
         archive_internal=v.get("archive.internal", True),
@@ -357,8 +512,17 @@ def _build(raw: dict[str, Any], base: Path, source: str) -> Config:
         xmpp_version=v.get("xmpp.version", False),
         privacy_default=v.get("presence.privacy", False),
         resume_timeout=v.get("xmpp.resume_timeout", 300),
+        vcard_max_size=v.get("xmpp.vcard_max_size", 131_072),
         edge_limits={k: v[f"edge.{k}"] for k in EDGE_LIMITS if f"edge.{k}" in v},
         policy_outside_access=v.get("policy.outside_access", True),
         policy_federation_access=v.get("policy.federation_access", True),
         federation_connect_timeout=v.get("federation.connect_timeout", 20),
+        federation_idle_timeout=v.get("federation.idle_timeout", 300),
+        upload_url=v.get("upload.url", ""),
+        upload_edge_url=v.get("upload.edge_url", ""),
+        upload_max_file_size=v.get("upload.max_file_size", 104_857_600),
+        upload_quota=v.get("upload.quota", 1_073_741_824),
+        upload_expire_after=v.get("upload.expire_after", 2_592_000),
+        upload_blocked_extensions=v.get("upload.blocked_extensions", BLOCKED_EXTENSIONS),
+        upload_blocked_types=v.get("upload.blocked_types", BLOCKED_TYPES),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from standard_edition.config import Address, Config, ConfigError, load
 from standard_edition.control.server import listen_control
 from standard_edition.core.accounts import Accounts
 from standard_edition.core.admin import Admin
+from standard_edition.core.directory import Directory
+from standard_edition.core.events import CounterFeed, EventBus
 from standard_edition.core.federation import FederationPolicy
 from standard_edition.core.history import MessageHistory
 from standard_edition.core.logring import LogRing
@@ -31,15 +34,22 @@ from standard_edition.core.roster import Rosters
 from standard_edition.core.router import Router
 from standard_edition.core.sessions import SessionRegistry
 from standard_edition.core.settings import Settings
+from standard_edition.core.url_filter import from_settings as url_filter_in_force
 from standard_edition.edge.listeners import Edge, start_edge
+from standard_edition.pep import attach as attach_pep
+from standard_edition.pep import federate as federate_pep
+from standard_edition.pep.service import PepService
 from standard_edition.presence.service import PresenceService
 from standard_edition.sip.service import SipService
 from standard_edition.sip.transport import SipDatagram, SipStreamFactory
 from standard_edition.store.backup import Snapshots
 from standard_edition.store.database import Database
+from standard_edition.upload.service import UploadService
 from standard_edition.xmpp.c2s import C2SContext, C2SFactory
 from standard_edition.xmpp.iq import IqHandlers
 from standard_edition.xmpp.muc import MucService
+from standard_edition.xmpp.muc_federation import FederatedRooms
+from standard_edition.xmpp.vcard import VCards, remote_card
 
 log = Logger(namespace="se")
 
@@ -63,12 +73,18 @@ class Server:
         self.edge: Edge | None = None
         self.certificate: tuple[Path, Path] | None = None  # (cert, key) PEM paths in use
         self.snapshots: Snapshots | None = None
+        self.upload: UploadService | None = None  # XEP-0363, when an upload listener is set
+        self.vcards: VCards | None = None
+        self.pep: PepService | None = None
         self.log_ring = LogRing()  # recent log lines for `se-ctl log` and the console
+        self.events = EventBus()  # live events for control subscribers (se-ctl events, console)
+        self.counter_feed: CounterFeed | None = None
 
     @defer.inlineCallbacks
     def start(self):  # type: ignore[no-untyped-def]
         cfg = self.cfg
         globalLogPublisher.addObserver(self.log_ring)
+        self.log_ring.publish = self._publish_log_line
         try:
             cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as e:
@@ -108,7 +124,8 @@ class Server:
             )
         presence = PresenceService(self.reactor, self.db, cfg.domain, cfg.privacy_default)
         yield presence.load()
-        sessions = SessionRegistry()
+        presence.events = self.events
+        sessions = SessionRegistry(self.events)
         router = Router(
             cfg.domain,
             accounts,
@@ -119,6 +136,7 @@ class Server:
             offline_enabled=settings.get("im.offline", cfg.im_offline),
         )
         self.router = router
+        router.url_filter = url_filter_in_force(cfg, settings)  # IM URL filter (DESIGN §8)
         router.history = MessageHistory(self.reactor, self.db)
         # the compliance archive: its own file, its own writer thread (DESIGN §6)
         archive = Archive(
@@ -128,6 +146,7 @@ class Server:
             archive_policy(cfg),
             settings,
             protocol_of=lambda jid: ep.protocol if (ep := sessions.get(jid)) else "xmpp",
+            origin_of=lambda jid: getattr(sessions.get(jid), "origin", "internal"),
         )
         try:
             yield archive.open()
@@ -139,6 +158,17 @@ class Server:
         iq = IqHandlers(
             cfg.domain, version=cfg.xmpp_version, offline=lambda: router.offline_enabled
         )
+        # XEP-0054 cards with XEP-0153 hashes in presence, and the XEP-0055 directory
+        vcards = self.vcards = VCards(self.db, accounts, router, cfg.vcard_max_size)
+        yield vcards.load()
+        iq.vcards = vcards
+        iq.directory = Directory(accounts, vcards.name_and_email)
+        # XEP-0163 PEP for every account, XEP-0049 private storage, bookmarks (pep/)
+        pep = self.pep = PepService(self.reactor, self.db, router)
+        n_nodes = yield pep.load()
+        attach_pep(iq, pep)
+        if n_nodes:
+            log.info("pep: {n} nodes", n=n_nodes)
         self.muc = MucService(cfg.domain, router, self.db)
         n_rooms = yield self.muc.load()
         if n_rooms:
@@ -156,6 +186,7 @@ class Server:
                 iq=iq,
                 direct_tls=direct_tls,
                 muc=self.muc,
+                pep=pep,
                 resume_timeout=cfg.resume_timeout,
                 origin=origin,
                 edge=edge,
@@ -168,17 +199,30 @@ class Server:
             self._listen("c2s", addr, C2SFactory(starttls))
         for addr in cfg.listen["c2s_tls"]:
             self._listen("c2s_tls", addr, C2SFactory(direct), tls_options)
-        if cfg.listen["sip"] or cfg.listen["sip_tls"]:
+        if cfg.listen["sip"] or cfg.listen["sip_tls"] or cfg.edge["sip_tls"]:
             yield self._start_sip(router, tls_options)
         # DESIGN §7: remote users and federation, on the outside address
         policy = router.federation = FederationPolicy(cfg, settings)
         self.edge = start_edge(
-            self.reactor, cfg, router, policy, context, self._listen, tls_options, (cert, key)
+            self.reactor,
+            cfg,
+            router,
+            policy,
+            context,
+            self._listen,
+            tls_options,
+            (cert, key),
+            sip=self.sip,
         )
         for ctx in self.c2s_contexts:
             ctx.s2s = self.edge.s2s
-        if cfg.edge["sip_tls"]:
-            log.warn("edge.sip_tls: SIP federation is not part of this release; not listening")
+        if self.edge.s2s is not None:
+            FederatedRooms(self.edge.s2s, self.muc, router, policy)  # partners in our rooms
+        if self.edge.s2s is not None:
+            self.edge.s2s.account_iq = partial(remote_card, vcards)
+            federate_pep(self.edge.s2s, pep)  # partners read open nodes, hear of changes
+        if cfg.listen["upload"] or cfg.edge["upload"]:
+            yield self._start_upload(iq, policy, tls_options)
 
         self.snapshots = Snapshots(
             self.reactor, cfg.data_dir, self._backup_databases, self._backup_files, self._describe
@@ -197,12 +241,30 @@ class Server:
         )
         admin.edge = self.edge
         admin.log_ring = self.log_ring
+        admin.upload = self.upload
         try:
-            self.control_port = listen_control(self.reactor, cfg.control_socket, admin, log=log)
+            self.control_port = listen_control(
+                self.reactor,
+                cfg.control_socket,
+                admin,
+                log=log,
+                events=self.events,
+                log_last=lambda: self.log_ring.seq,
+            )
         except (OSError, CannotListenError) as e:
             raise StartupError(
                 f"data_dir: cannot open the control socket {cfg.control_socket}: {e}"
             ) from None
+        self.counter_feed = CounterFeed(
+            self.reactor,
+            self.events,
+            lambda: {
+                "uptime": int(self.reactor.seconds() - admin.started),
+                "counters": dict(router.counters),
+                "sessions": router.sessions.counts_by_protocol(),
+            },
+        )
+        self.counter_feed.start()
         log.info(
             "serving {domain} for {n} users; data in {data}",
             domain=cfg.domain,
@@ -210,6 +272,11 @@ class Server:
             data=cfg.data_dir,
         )
         return self
+
+    def _publish_log_line(self, line: dict[str, Any]) -> None:
+        # called on whichever thread logged: the bus is the reactor's, so hop over to it
+        if self.events.wants("log"):
+            self.reactor.callFromThread(self.events.publish, "log", line)
 
     # -- what a backup holds (store/backup.py) -------------------------------------------------
 
@@ -265,6 +332,28 @@ class Server:
             self._listen("sip_tls", addr, SipStreamFactory(sip.transports, "TLS"), tls_options)
             sip.transports.stream_ports.setdefault("TLS", self.ports[-1][1])
 
+    @defer.inlineCallbacks
+    def _start_upload(self, iq: IqHandlers, policy: FederationPolicy, tls_options: Any):  # type: ignore[no-untyped-def]
+        """XEP-0363 on upload.<domain>: HTTPS on listen.upload and edge.upload, TLS only, with
+        the certificate object every listener shares (so reload() reaches it too)."""
+        cfg = self.cfg
+        upload = self.upload = UploadService(self.reactor, cfg, self.db)
+        upload.policy = policy  # slots for edge sessions need outside access
+        try:
+            n = yield upload.start()
+        except OSError as e:
+            raise StartupError(f"data_dir: cannot use {upload.dir.root}: {e.strerror}") from None
+        for addr in cfg.listen["upload"]:
+            self._listen("upload", addr, upload.site(), tls_options)
+        if cfg.edge["upload"]:
+            site = upload.site(self.edge.guard if self.edge is not None else None)
+            for addr in cfg.edge["upload"]:
+                self._listen("edge.upload", addr, site, tls_options)
+        for ctx in self.c2s_contexts:
+            ctx.upload = upload
+        iq.services.append({"jid": upload.domain, "name": "HTTP File Upload"})
+        log.info("upload: {n} files kept; links at {url}", n=n, url=upload.urls["internal"])
+
     def _listen(self, name: str, addr: Address, factory: Any, tls_options: Any = None) -> None:
         factory.noisy = False
         host = "" if addr.host == "*" else addr.host
@@ -304,8 +393,12 @@ class Server:
             yield defer.maybeDeferred(port.stopListening)
         if self.control_port is not None:
             yield defer.maybeDeferred(self.control_port.stopListening)
+        if self.upload is not None:
+            self.upload.stop()
         if self.snapshots is not None:
             self.snapshots.stop()
+        if self.counter_feed is not None:
+            self.counter_feed.stop()
         # give the goodbyes a moment to reach the clients before the process exits
         yield _sleep(self.reactor, 0.2)
         if self.archive is not None:
@@ -316,6 +409,7 @@ class Server:
             yield self.sip.registrar.flush()  # registrations survive the restart
         yield self.db.close()
         log.info("stopped")
+        self.log_ring.publish = None
         globalLogPublisher.removeObserver(self.log_ring)
 
     @defer.inlineCallbacks
@@ -357,6 +451,21 @@ class Server:
             log.error("reload: {error}; keeping the certificate in use", error=e)
             return
         self.cfg = cfg
+        self.certificate = (cert, key)
+        s2s = self.edge.s2s if self.edge is not None else None
+        if changed and s2s is not None:
+            # federation too: inbound STARTTLS and our client certificate (SASL EXTERNAL)
+            both = yield self.reactor_thread(
+                lambda: (tls.server_tls_options(cert, key), tls.server_tls_options(cert, key))
+            )
+            s2s.set_certificate(*both)
+        sip_federation = self.edge.sip if self.edge is not None else None
+        if changed and sip_federation is not None:
+            # the edge SIP listener (partners and remote users) and our client certificate
+            both = yield self.reactor_thread(
+                lambda: (tls.server_tls_options(cert, key), tls.server_tls_options(cert, key))
+            )
+            sip_federation.set_certificate(*both)
         try:
             end_point: bytes | None = tls.server_end_point_hash(current.der)
         except ValueError:

@@ -1,7 +1,9 @@
-"""The console's way to the server: one short control connection per request.
+"""The console's way to the server.
 
-Requests run in Textual thread workers, never on the UI's event loop; a fresh connection per
-request keeps the blocking ControlClient safe to use from several workers at once.
+Requests: one short control connection each, run in Textual thread workers, never on the UI's
+event loop; a fresh connection per request keeps the blocking ControlClient safe to use from
+several workers at once. Live events: one long connection subscribed to the server's event
+stream (standard_edition/control/stream.py), read by the app's events worker.
 """
 
 from __future__ import annotations
@@ -12,6 +14,22 @@ from typing import Any
 from appliance.control_client import ControlClient
 
 TIMEOUT = 10.0
+TOPICS = ["sessions", "presence", "log", "counters"]
+
+
+class EventStream:
+    """A subscribed connection; next() gives the next event or None after timeout seconds."""
+
+    def __init__(self, client: ControlClient, info: dict[str, Any]) -> None:
+        self.client = client
+        self.info = info  # the server's answer to subscribe (topics, log_last, ...)
+
+    def next(self, timeout: float) -> dict[str, Any] | None:
+        """Raises ControlClientError when the server ends the stream."""
+        return self.client.next_event(timeout)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class Control:
@@ -22,3 +40,13 @@ class Control:
         """The result, or raise ControlClientError (str(): the one line to show)."""
         with ControlClient(self.socket_path, timeout=TIMEOUT) as client:
             return client.call(cmd, **args)
+
+    def subscribe(self) -> EventStream:
+        """Every topic the console shows; raise ControlClientError when the server is not there."""
+        client = ControlClient(self.socket_path, timeout=TIMEOUT)
+        try:
+            info = client.subscribe(TOPICS, level="info")
+        except BaseException:
+            client.close()
+            raise
+        return EventStream(client, info)

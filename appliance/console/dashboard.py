@@ -1,5 +1,8 @@
-"""The dashboard: what the server is doing now, and its recent errors; refreshed every two
-seconds."""
+"""The dashboard: what the server is doing now, and its recent errors.
+
+Sessions, counters (every two seconds) and errors come as live events; what has none (users,
+store size, archive) is read when the stream starts and every REFRESH seconds after.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +14,12 @@ from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Sparkline, Static
 
+from appliance.console.live import LiveScreen, ServerState, of
 from appliance.control_client import ControlClientError, RemoteError
 from appliance.ctl import duration
 
-POLL = 2.0  # seconds between two status requests
 RATE_WINDOW = 60.0  # messages/min is measured over this many seconds
 ERRORS = 3  # recent warnings and errors shown
 # the footer shows "1-8 Screens"; the dashboard names them
@@ -99,12 +101,16 @@ def summary(status: dict[str, Any], sessions: list[dict[str, Any]], rate: float)
     return "\n".join(f"[b]{k:<11}[/b] {v}" for k, v in rows)
 
 
-class DashboardScreen(Screen[None]):
+class DashboardScreen(LiveScreen):
     TITLE = "Dashboard"
 
     def __init__(self) -> None:
         super().__init__()
         self.rate = MessageRate()
+        self.status: dict[str, Any] | None = None
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.errors: list[dict[str, Any]] = []
+        self.per_min: float | None = None  # the server's figure, once counters events come
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -119,11 +125,14 @@ class DashboardScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.refresh_status()
-        self.set_interval(POLL, self.refresh_status)
+        self.read_all()
+        every = self.app.refresh_every  # type: ignore[attr-defined]
+        if every:
+            self.set_interval(every, self.read_status)
 
     @work(thread=True, exclusive=True, group="dashboard")
-    def refresh_status(self) -> None:
+    def read_all(self) -> None:
+        """Everything afresh: when the screen opens and whenever the event stream (re)starts."""
         control = self.app.control  # type: ignore[attr-defined]
         try:
             status = control.call("status")
@@ -140,18 +149,79 @@ class DashboardScreen(Screen[None]):
             return
         self.app.call_from_thread(self.show, status, sessions, errors)
 
+    @work(thread=True, exclusive=True, group="dashboard-status")
+    def read_status(self) -> None:
+        """What has no events: users, store size, archive, offline IM."""
+        try:
+            status = self.app.control.call("status")  # type: ignore[attr-defined]
+        except ControlClientError as e:
+            self.app.call_from_thread(self.show_problem, str(e))
+            return
+        self.app.call_from_thread(self.show_status, status)
+
     def show(
         self,
         status: dict[str, Any],
         sessions: list[dict[str, Any]],
         errors: list[dict[str, Any]] | None = None,
     ) -> None:
-        counters = status.get("counters") or {}
-        rate = self.rate.add(time.monotonic(), int(counters.get("messages", 0)))
-        self.query_one("#summary", Static).update(summary(status, sessions, rate))
-        self.query_one("#rate", Sparkline).data = list(self.rate.per_poll)
-        self.query_one("#errors", Static).update(recent_errors(errors or []))
+        self.sessions = {s["jid"]: s for s in sessions}
+        self.errors = list(errors or [])[-ERRORS:]
+        if self.status is None:
+            counters = status.get("counters") or {}
+            self.rate.add(time.monotonic(), int(counters.get("messages", 0)))
+        self.show_status(status)
+
+    def show_status(self, status: dict[str, Any]) -> None:
+        self.status = status
         self.query_one("#problem", Static).update("")
+        self.render_all()
+
+    def render_all(self) -> None:
+        if self.status is None:
+            return
+        rate = self.per_min if self.per_min is not None else 0.0
+        sessions = list(self.sessions.values())
+        self.query_one("#summary", Static).update(summary(self.status, sessions, rate))
+        self.query_one("#rate", Sparkline).data = list(self.rate.per_poll)
+        self.query_one("#errors", Static).update(recent_errors(self.errors))
+
+    # -- live events -----------------------------------------------------------------------------
+
+    def server_events(self, events: list[dict[str, Any]]) -> None:
+        if self.status is None:
+            return  # the first read_all brings the whole picture
+        changed = False
+        for s in of(events, "sessions"):
+            if s.get("change") == "logout":
+                self.sessions.pop(s.get("jid", ""), None)
+            else:
+                self.sessions[s.get("jid", "")] = s
+            changed = True
+        if changed:
+            by_proto: dict[str, int] = {}
+            for s in self.sessions.values():
+                by_proto[s.get("protocol", "?")] = by_proto.get(s.get("protocol", "?"), 0) + 1
+            self.status["sessions"] = by_proto
+        for c in of(events, "counters"):
+            counters = c.get("counters") or {}
+            self.status["uptime"] = c.get("uptime", self.status.get("uptime", 0))
+            self.status["counters"] = {**(self.status.get("counters") or {}), **counters}
+            self.rate.add(time.monotonic(), int(counters.get("messages", 0)))
+            self.per_min = float(c.get("messages_per_min", 0.0))
+            changed = True
+        for line in of(events, "log"):
+            if line.get("level") in ("warn", "error", "critical"):
+                self.errors = [*self.errors, line][-ERRORS:]
+                changed = True
+        if changed:
+            self.render_all()
+
+    def server_state(self, state: ServerState) -> None:
+        if state.connected:
+            self.read_all()
+        else:
+            self.show_problem(f"{state.message}; trying again in {state.retry_in:g} s")
 
     def show_problem(self, message: str) -> None:
         self.query_one("#problem", Static).update(f"[b]![/b] {message}")

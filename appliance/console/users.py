@@ -1,4 +1,8 @@
-"""Users: search, add, reset a password, disable or enable (which ends the user's sessions)."""
+"""Users: search, add, reset a password, disable or enable (which ends the user's sessions).
+
+The Sessions column follows the live sessions events; the list itself is read when the screen
+opens or comes back, and after each change made here.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Static
 from textual.widgets.data_table import RowDoesNotExist
 
+from appliance.console.live import LiveScreen, ServerState, of
 from appliance.control_client import ControlClientError
 
 COLUMNS = ("JID", "Name", "Enabled", "Sessions")
@@ -71,7 +76,7 @@ class UserForm(ModalScreen[dict[str, str] | None]):
         self.dismiss(None)
 
 
-class UsersScreen(Screen[None]):
+class UsersScreen(LiveScreen):
     TITLE = "Users"
     BINDINGS = [
         Binding("slash", "search", "Search", show=False),
@@ -100,6 +105,22 @@ class UsersScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         self.reload()
+
+    def server_events(self, events: list[dict[str, Any]]) -> None:
+        changes = of(events, "sessions")
+        if not changes or not self.users:
+            return
+        by_jid = {u["jid"]: u for u in self.users}
+        for s in changes:
+            user = by_jid.get(str(s.get("jid", "")).split("/", 1)[0])
+            if user is not None:
+                step = 1 if s.get("change") == "login" else -1
+                user["sessions"] = max(0, int(user.get("sessions", 0)) + step)
+        self.fill()
+
+    def server_state(self, state: ServerState) -> None:
+        if state.connected:
+            self.reload()
 
     @work(thread=True, exclusive=True, group="users")
     def reload(self) -> None:

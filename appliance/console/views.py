@@ -1,7 +1,12 @@
-"""Sessions, a user's presence, and conferences: read-only views of the running server."""
+"""Sessions, a user's presence, and conferences: read-only views of the running server.
+
+Sessions and presence follow the live events; rooms have none and are read every ROOMS_POLL
+seconds.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from textual import on, work
@@ -9,16 +14,29 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets.data_table import RowDoesNotExist
 
+from appliance.console.live import LiveScreen, ServerState, of
 from appliance.control_client import ControlClientError
 from appliance.ctl import _show_presence
 
-POLL = 2.0
+ROOMS_POLL = 4.0
+SHOW_DELAY = 0.3  # seconds presence changes are gathered before the Show column is read again
 
 
-class SessionsScreen(Screen[None]):
+def bare(jid: str) -> str:
+    return jid.split("/", 1)[0]
+
+
+class SessionsScreen(LiveScreen):
     TITLE = "Sessions"
     COLUMNS = ("JID", "Proto", "Address", "Since", "TLS", "Show")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.loaded = False
+        self.show_pending = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -29,7 +47,6 @@ class SessionsScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns(*self.COLUMNS)
         self.reload()
-        self.set_interval(POLL, self.reload)
 
     @work(thread=True, exclusive=True, group="sessions")
     def reload(self) -> None:
@@ -41,18 +58,64 @@ class SessionsScreen(Screen[None]):
         self.app.call_from_thread(self.show, rows)
 
     def show(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = {s["jid"]: s for s in rows}
+        self.loaded = True
         table = self.query_one(DataTable)
         table.clear()
-        for s in rows:
-            since = str(s.get("since", ""))[11:19]
-            tls = "yes" if s.get("tls") else "no"
-            table.add_row(s["jid"], s["protocol"], s["address"], since, tls, s.get("show", ""))
-        self.query_one("#message", Static).update(f"{len(rows)} session(s)")
+        for s in sorted(rows, key=lambda s: s["jid"]):
+            table.add_row(*self.cells(s), key=s["jid"])
+        self.count()
+
+    @staticmethod
+    def cells(s: dict[str, Any]) -> tuple[str, ...]:
+        since = str(s.get("since", ""))[11:19]
+        tls = "yes" if s.get("tls") else "no"
+        return (s["jid"], s["protocol"], s["address"], since, tls, s.get("show", ""))
+
+    def count(self) -> None:
+        self.query_one("#message", Static).update(f"{len(self.rows)} session(s)")
+
+    # -- live events -----------------------------------------------------------------------------
+
+    def server_events(self, events: list[dict[str, Any]]) -> None:
+        if not self.loaded:
+            return  # the first reload brings the whole list
+        table = self.query_one(DataTable)
+        for s in of(events, "sessions"):
+            jid = s.get("jid", "")
+            if jid in self.rows:
+                del self.rows[jid]
+                with contextlib.suppress(RowDoesNotExist):
+                    table.remove_row(jid)
+            if s.get("change") == "login":
+                self.rows[jid] = s
+                table.add_row(*self.cells(s), key=jid)
+        self.count()
+        shown = {bare(j) for j in self.rows}
+        if not self.show_pending and any(p.get("jid") in shown for p in of(events, "presence")):
+            # the Show column is each endpoint's own presence, which the (aggregated) presence
+            # event does not carry: read the list again once the changes have settled
+            self.show_pending = True
+            self.set_timer(SHOW_DELAY, self.read_show)
+
+    def read_show(self) -> None:
+        self.show_pending = False
+        self.reload()
+
+    def server_state(self, state: ServerState) -> None:
+        if state.connected:
+            self.reload()
+        else:
+            self.query_one("#message", Static).update(f"{state.message} (retrying)")
 
 
-class PresenceScreen(Screen[None]):
+class PresenceScreen(LiveScreen):
     TITLE = "Presence"
     BINDINGS = [Binding("slash", "ask", "User")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: str | None = None  # the bare address shown, as the server spells it
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -74,12 +137,30 @@ class PresenceScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="presence")
     def lookup(self, jid: str) -> None:
+        shown = None
         try:
             r = self.app.control.call("presence.show", jid=jid)  # type: ignore[attr-defined]
             text = _show_presence(None, r)  # type: ignore[arg-type]
+            shown = r.get("jid")
         except ControlClientError as e:
             text = str(e)
-        self.app.call_from_thread(self.query_one("#presence", Static).update, text)
+        self.app.call_from_thread(self.show, text, shown)
+
+    def show(self, text: str, shown: str | None) -> None:
+        self.shown = shown
+        self.query_one("#presence", Static).update(text)
+
+    def server_events(self, events: list[dict[str, Any]]) -> None:
+        if self.shown is None:
+            return
+        touched = [p.get("jid") for p in of(events, "presence")]
+        touched += [bare(s.get("jid", "")) for s in of(events, "sessions")]
+        if self.shown in touched:
+            self.lookup(self.shown)  # its endpoints and details come with presence.show
+
+    def server_state(self, state: ServerState) -> None:
+        if state.connected and self.shown is not None:
+            self.lookup(self.shown)
 
 
 class ConferencesScreen(Screen[None]):
@@ -94,7 +175,7 @@ class ConferencesScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns("Room", "Kind", "Occupants")
         self.reload()
-        self.set_interval(POLL * 2, self.reload)
+        self.set_interval(ROOMS_POLL, self.reload)
 
     @work(thread=True, exclusive=True, group="rooms")
     def reload(self) -> None:

@@ -58,10 +58,13 @@ def _when(ts_us: int) -> datetime:
 
 
 def transcript_line(record: dict[str, Any]) -> str:
-    """[2026-03-01 10:00:00 UTC] alice@example.test: text (later lines of a body indented)."""
+    """[2026-03-01 10:00:00 UTC] alice@example.test: text (later lines of a body indented);
+    a sender from outside is tagged with its origin: erin@partner.example (federated)."""
     stamp = _when(record["ts"]).strftime("%Y-%m-%d %H:%M:%S UTC")
     body = str(record.get("body", "")).replace("\r\n", "\n").replace("\n", "\n    ")
-    return f"[{stamp}] {record['sender']}: {body}\n"
+    origin = record.get("origin") or "internal"
+    who = record["sender"] if origin == "internal" else f"{record['sender']} ({origin})"
+    return f"[{stamp}] {who}: {body}\n"
 
 
 def _qp(text: str) -> bytes:

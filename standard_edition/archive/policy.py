@@ -54,9 +54,20 @@ def checked(base: Policy, **changes: Any) -> Policy:
     return replace(base, **changes)
 
 
+ORIGINS = ("internal", "remote", "federated")
+# what `se-ctl archive search --origin` takes: the stored values, and two names for groups
+ORIGIN_FILTERS: dict[str, tuple[str, ...]] = {
+    "internal": ("internal",),
+    "remote": ("remote",),
+    "edge": ("remote",),  # a local user signed in through the edge
+    "federated": ("federated",),
+    "external": ("remote", "federated"),  # what the policy's `external` switch covers
+}
+
+
 def origin_of(sender_domain: str, to_domain: str, domain: str) -> str:
     """internal: both parties served here; federated: one is another domain's.
-    ("remote", a local user signed in through the edge, is given by the adapter that knows.)"""
+    ("remote", a local sender signed in through the edge, comes from its session.)"""
     return (
         "internal" if is_ours(sender_domain, domain) and is_ours(to_domain, domain) else "federated"
     )

@@ -64,6 +64,7 @@ class Archive:
         settings: Settings,
         *,
         protocol_of: Callable[[JID], str] = lambda jid: "xmpp",
+        origin_of: Callable[[JID], str] = lambda jid: "internal",
         batch_window: float = BATCH_WINDOW,
     ) -> None:
         self.reactor = reactor
@@ -73,6 +74,7 @@ class Archive:
         self.policy = file_policy
         self.settings = settings  # run-time settings: what se-ctl set wins over the file
         self._protocol_of = protocol_of
+        self._session_origin = origin_of  # "edge" for a session signed in from outside
         self._window = batch_window
         self.db = Database(
             reactor,
@@ -147,7 +149,15 @@ class Archive:
         if msg.body is None or msg.type in ("error", "headline") or self.policy.mode == "off":
             return None
         sender, to = msg.sender.bare, msg.to.bare
-        origin = origin or origin_of(sender.domain, to.domain, self.domain)
+        if origin is None:
+            # the sender's origin: another domain (federated), our user signed in through the
+            # edge (remote), else the route: to another domain (federated) or internal
+            if not is_ours(sender.domain, self.domain):
+                origin = "federated"
+            elif self._session_origin(msg.sender) == "edge":
+                origin = "remote"
+            else:
+                origin = origin_of(sender.domain, to.domain, self.domain)
         policy = self.policy
         if not wanted(policy, str(sender), str(to), origin):
             return None

@@ -243,6 +243,7 @@ class Query:
     until: int | None = None  # µs, exclusive
     text: str | None = None  # FTS5 query
     protocol: str | None = None
+    origins: tuple[str, ...] = ()  # internal | remote | federated; empty: any
     after: int = 0  # page cursor: records with a larger id
     limit: int = 50
     kinds: tuple[str, ...] = ("message",)
@@ -286,6 +287,9 @@ def _where(q: Query) -> tuple[list[str], list[Any]]:
     if q.protocol is not None:
         where.append("r.protocol = ?")
         args.append(q.protocol)
+    if q.origins:
+        where.append(f"r.origin IN ({', '.join('?' * len(q.origins))})")
+        args += q.origins
     return where, args
 
 

@@ -5,7 +5,9 @@ speak, leave, invite, and turning a one-to-one chat into a room (DESIGN §5) —
 results out to each occupant's endpoint, whatever protocol it speaks: an endpoint that
 speaks XML gets the stanzas the XMPP view renders (xmpp/muc.py); any other endpoint (a SIP
 registration) gets plain lines through `deliver_message`, and joins by replying to its
-invitation and leaves with a `/leave` line.
+invitation and leaves with a `/leave` line. Occupants in other domains (federation) get the
+XML over the server-to-server link (`remote`, set by xmpp/muc_federation.py), subject to the
+federation policy (DESIGN §7).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python import log
 
 from standard_edition.conference.rooms import Line, Occupant, Room, RoomError, Rooms
 from standard_edition.core.jid import JID
 from standard_edition.core.model import Message
+from standard_edition.core.url_filter import LinkBlocked
 
 if TYPE_CHECKING:
     from standard_edition.core.router import Router
@@ -54,12 +57,19 @@ class XmlView(Protocol):
     ) -> ET.Element: ...
 
 
+class RemoteOccupants(Protocol):
+    """How room events reach addresses in other domains (the XMPP federation adapter)."""
+
+    def deliver(self, to: JID, el: ET.Element) -> None: ...
+
+
 class Conferences:
     def __init__(self, domain: str, router: Router) -> None:
         self.domain = f"conference.{domain}"
         self.router = router
         self.rooms = Rooms(self.domain)
         self.view: XmlView | None = None  # set by the XMPP adapter
+        self.remote: RemoteOccupants | None = None  # set when rooms federate
 
     def room_of(self, to: JID) -> Room | None:
         return self.rooms.get(to.local or "") if to.local and to.domain == self.domain else None
@@ -75,6 +85,8 @@ class Conferences:
         """One event to one endpoint: the XML rendering if it speaks XML, else the plain one."""
         ep = self.router.sessions.get(to)
         if ep is None:
+            if self.remote is not None and xml is not None and self.router.is_remote(to):
+                self.remote.deliver(to, xml())  # a federated occupant
             return
         deliver = getattr(ep, "deliver_stanza", None)
         if deliver is not None:
@@ -132,6 +144,7 @@ class Conferences:
     ) -> tuple[Occupant, bool]:
         """Enter a room (raises RoomError); the joiner gets the occupants, history, subject."""
         try:
+            self.federation_check(room, jid)
             occ, created = room.join(jid, nick)
         except RoomError:
             self.rooms.discard_if_empty(room)
@@ -160,6 +173,29 @@ class Conferences:
         )
         return occ, created
 
+    def federation_check(self, room: Room, jid: JID) -> None:
+        """DESIGN §7 in rooms (raises RoomError): a federated user joins only a room a local
+        user opened, from an allowed domain, and nobody without federation access shares a
+        room with a federated user."""
+        router = self.router
+        if router.is_remote(jid):
+            if not room.occupants and not room.persistent:
+                raise RoomError("not-allowed", "rooms here are opened by this server's users")
+            if not router.may_federate(None, jid.domain):
+                raise RoomError("forbidden", f"{jid.domain} may not use this service")
+            for occ in room.occupants.values():
+                local = not router.is_remote(occ.jid)
+                if local and not router.may_federate(occ.jid.local, jid.domain):
+                    raise RoomError(
+                        "forbidden", "someone in this room may not talk to other domains"
+                    )
+            return
+        for occ in room.occupants.values():
+            if router.is_remote(occ.jid) and not router.may_federate(jid.local, occ.jid.domain):
+                raise RoomError(
+                    "forbidden", "this room has users of other domains, which you may not join"
+                )
+
     def speak(
         self,
         room: Room,
@@ -173,10 +209,15 @@ class Conferences:
     ) -> Deferred[None]:
         """A line from an occupant to everyone in the room (raises RoomError)."""
         occ = room.speaker(jid)
-        if subject is not None:
-            room.subject, room.subject_by = subject, occ.nick
         if payload is None:
             payload = (_body(body),) if body is not None else ()
+        try:
+            # the IM URL filter (core/url_filter.py): refused, or defanged before anyone sees it
+            body, payload, subject = self.router.url_filter.apply(body, payload, subject)
+        except LinkBlocked as e:
+            return fail(e)
+        if subject is not None:
+            room.subject, room.subject_by = subject, occ.nick
         line = Line(
             occ.nick, jid, body, payload, stamp if stamp is not None else time.time(), subject
         )
@@ -273,7 +314,17 @@ class Conferences:
         """DESIGN §5: any occupant may invite; the invitee becomes a member and each of their
         endpoints gets the invitation (raises RoomError)."""
         invitee = invitee.bare
-        if self.router.local_user(invitee) is None:
+        router = self.router
+        federated = router.is_remote(invitee)
+        if federated:
+            if self.remote is None:
+                raise RoomError("remote-server-not-found", f"no route to {invitee.domain}")
+            if not router.is_remote(inviter) and not router.may_federate(
+                inviter.local, invitee.domain
+            ):
+                raise RoomError("not-allowed", f"you may not invite users of {invitee.domain}")
+            self.federation_check(room, invitee)
+        elif router.local_user(invitee) is None:
             raise RoomError("item-not-found", f"no user {invitee}")
         room.invite(inviter, invitee)
         if continued:
@@ -281,6 +332,14 @@ class Conferences:
         text = self.invitation_text(room, inviter, reason)
         how = f" Reply to this message to join; send {LEAVE} to leave."
         view = self.view
+        if federated:
+            # XEP-0045 §7.8.2: the room sends it to the invitee's bare address
+            element = xml
+            if element is None and view is not None:
+                element = view.invitation_element(room, inviter, text, reason, thread)
+            if element is not None and self.remote is not None:
+                self.remote.deliver(invitee, element)
+            return
         for ep in self.router.sessions.available(invitee.local or ""):
             element = xml
             if element is None and view is not None:

@@ -2,7 +2,9 @@
 
 The control server (control/server.py) maps each request name to one method of an object that
 implements ControlAPI; the core's implementation is core/admin.py. Methods return plain JSON-able
-data, or a Deferred of it, and raise ControlError for anything the caller got wrong.
+data, or a Deferred of it, and raise ControlError for anything the caller got wrong. Live events
+("subscribe", "unsubscribe", "subscribers") belong to the connection, not to this API: see
+control/stream.py.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ class ControlAPI(Protocol):
 
     # "user.enable" {"jid"} -> {"jid"}
     def user_enable(self, jid: str) -> Result: ...
+
+    # "user.import" {"rows": [{"line", "user", "name", "password"?}] (at most 500)}
+    #   -> {"created": [{"line", "jid", "name", "password"? (only when generated)}],
+    #       "failed": [{"line", "user", "error"}]}: each row is created whole or not at all
+    def user_import(self, rows: list[dict[str, Any]]) -> Result: ...
 
     # "status" {} -> {"version", "domain", "uptime", "started", "listeners": [...],
     #                  "sessions": {"xmpp": n}, "users": n, "config": "path"}
@@ -95,6 +102,22 @@ class ControlAPI(Protocol):
 
     # "config.reset" {"key"} -> {"key", "value", "source": "config"}
     def config_reset(self, key: str) -> Result: ...
+
+    # "im.url.filter.show" {} -> {"mode", "scope", "domains", "prefix",
+    #   "source": {"mode"|"scope"|"domains"|"prefix": "config" | "se-ctl"}}: the IM URL filter
+    def im_url_filter_show(self) -> Result: ...
+
+    # "im.url.filter.set" {"mode"? (off | warn | block), "scope"? (domains | all), "prefix"?,
+    #   "add"? [domain], "remove"? [domain]} -> im.url.filter.show; stored, in force at once,
+    #   winning over config.toml until config.reset of im.url_filter.KEY
+    def im_url_filter_set(
+        self,
+        mode: str | None = None,
+        scope: str | None = None,
+        prefix: str | None = None,
+        add: list[str] | None = None,
+        remove: list[str] | None = None,
+    ) -> Result: ...
 
     # "conference.list" {} -> [{"room", "name", "persistent", "members_only", "occupants": [...]}]
     def conference_list(self) -> Result: ...

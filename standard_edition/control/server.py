@@ -9,12 +9,16 @@ request completes, so answers to several requests on one connection may come in 
     {"v": 1, "id": 7, "ok": false, "error": {"code": "exists", "message": "one line"}}
 
 A command names a ControlAPI method with "." for "_" ("user.add" -> user_add); its args are the
-method's keyword arguments. Error codes made here (the API adds its own through ControlError):
+method's keyword arguments. Three more belong to the connection itself (control/stream.py):
+"subscribe" {"topics"?, "level"?} starts live event lines on it, "unsubscribe" ends them, and
+"subscribers" lists who is subscribed and what they have queued. Error codes made here (the
+API adds its own through ControlError):
 
     bad-request          not a JSON object, or args that do not fit the method
     unknown-command      cmd names no ControlAPI method
     unsupported-version  "v" is not a version this server speaks
     forbidden            the peer's uid/groups may not use the socket (then the server hangs up)
+    unavailable          subscribe on a server without live events
     internal             the server failed; the details are in the server's log only
 """
 
@@ -44,6 +48,14 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from standard_edition.control.api import ControlAPI, ControlError
+from standard_edition.control.stream import (
+    MAX_QUEUE,
+    StreamError,
+    StreamStats,
+    Subscription,
+    check_args,
+)
+from standard_edition.core.events import EventBus
 
 VERSION = 1
 ADMIN_GROUP = "se-appliance"
@@ -51,7 +63,9 @@ SOCKET_MODE = 0o660
 MAX_REQUEST = 1024 * 1024
 HANG_UP_GRACE = 5.0
 # read-only requests a console polls, and backup chunks: logged, they would flood the log
-QUIET_COMMANDS = frozenset({"status", "sessions", "backup.read", "log.tail"})
+QUIET_COMMANDS = frozenset({"status", "sessions", "backup.read", "log.tail", "subscribers"})
+# requests about the connection itself, answered here rather than by the ControlAPI
+STREAM_COMMANDS = frozenset({"subscribe", "unsubscribe", "subscribers"})
 
 # the commands are exactly the methods the ControlAPI protocol declares, nothing else of the
 # implementing object is reachable from the socket
@@ -66,11 +80,23 @@ class ControlSocketError(OSError):
     """The control socket path is taken (a live server, or not a socket); str() is one line."""
 
 
-def listen_control(reactor: Any, path: Path, api: ControlAPI, *, log: Logger) -> IListeningPort:
-    """Listen on the control socket at path; stopListening() removes the socket file."""
+def listen_control(
+    reactor: Any,
+    path: Path,
+    api: ControlAPI,
+    *,
+    log: Logger,
+    events: EventBus | None = None,
+    log_last: Callable[[], int] | None = None,
+) -> IListeningPort:
+    """Listen on the control socket at path; stopListening() removes the socket file.
+
+    events: the core's bus that "subscribe" reads; log_last: the newest log line's seq."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     _remove_stale(path)
-    factory = ControlFactory(reactor, api, log, admin_gid=_admin_gid())
+    factory = ControlFactory(
+        reactor, api, log, admin_gid=_admin_gid(), events=events, log_last=log_last
+    )
     # Twisted chmods right after bind; the 0750 data_dir and the peer check cover the moment between
     port: IListeningPort = reactor.listenUNIX(str(path), factory, backlog=16, mode=SOCKET_MODE)
     _set_group(path, factory.admin_gid, log)
@@ -195,35 +221,53 @@ def _admin_members(gid: int | None) -> tuple[str, ...]:
 # -- requests ----------------------------------------------------------------------------------
 
 
-def handle_request(api: ControlAPI, line: bytes, log: Logger, who: str = "") -> Deferred[bytes]:
-    """One request line in, one response line (without the newline) out, never failing."""
-    rid: Any = None
+@dataclass(frozen=True, slots=True)
+class Request:
+    rid: Any
+    cmd: str
+    args: dict[str, Any]
+
+
+def parse_request(line: bytes) -> Request | bytes:
+    """A well-formed request of this protocol version, or the error response line to send."""
     try:
         req = json.loads(line)
     except (ValueError, UnicodeDecodeError):
-        return _done(_error(None, "bad-request", "the request is not valid JSON"))
+        return _error(None, "bad-request", "the request is not valid JSON")
     if not isinstance(req, dict):
-        return _done(_error(None, "bad-request", "the request is not a JSON object"))
+        return _error(None, "bad-request", "the request is not a JSON object")
     rid = req.get("id")
     if isinstance(rid, bool) or not (rid is None or isinstance(rid, (int, str))):
-        return _done(_error(None, "bad-request", '"id" must be a number or a string'))
+        return _error(None, "bad-request", '"id" must be a number or a string')
     if req.get("v") != VERSION or isinstance(req.get("v"), bool):
-        return _done(
-            _error(
-                rid,
-                "unsupported-version",
-                f"protocol version {req.get('v')!r} is not supported; this server "
-                f"speaks {VERSION} (is se-ctl from the same release?)",
-            )
+        return _error(
+            rid,
+            "unsupported-version",
+            f"protocol version {req.get('v')!r} is not supported; this server "
+            f"speaks {VERSION} (is se-ctl from the same release?)",
         )
     cmd, args = req.get("cmd"), req.get("args", {})
     if not isinstance(cmd, str):
-        return _done(_error(rid, "bad-request", '"cmd" must be a string'))
+        return _error(rid, "bad-request", '"cmd" must be a string')
+    if not isinstance(args, dict):
+        return _error(rid, "bad-request", f'{_short(cmd)}: "args" must be a JSON object')
+    return Request(rid, cmd, args)
+
+
+def handle_request(api: ControlAPI, line: bytes, log: Logger, who: str = "") -> Deferred[bytes]:
+    """One request line in, one response line (without the newline) out, never failing."""
+    req = parse_request(line)
+    if isinstance(req, bytes):
+        return _done(req)
+    return dispatch(api, req, log, who)
+
+
+def dispatch(api: ControlAPI, req: Request, log: Logger, who: str = "") -> Deferred[bytes]:
+    """Run one parsed request on the API; its response line, never failing."""
+    rid, cmd, args = req.rid, req.cmd, req.args
     name = COMMANDS.get(cmd)
     if name is None:
         return _done(_error(rid, "unknown-command", f"unknown command {_short(cmd)!r}"))
-    if not isinstance(args, dict):
-        return _done(_error(rid, "bad-request", f'{cmd}: "args" must be a JSON object'))
     method: Callable[..., Any] = getattr(api, name)
     try:
         inspect.signature(method).bind(**args)
@@ -312,6 +356,7 @@ class ControlProtocol(LineReceiver):
         self.open = True
         self.hanging_up: IDelayedCall | None = None
         self.who = ""
+        self.subscription: Subscription | None = None
 
     def connectionMade(self) -> None:
         f = self.factory
@@ -372,7 +417,81 @@ class ControlProtocol(LineReceiver):
         line = line.rstrip(b"\r")
         if not line.strip():
             return
-        handle_request(self.factory.api, line, self.factory.log, self.who).addCallback(self._send)
+        req = parse_request(line)
+        if isinstance(req, bytes):
+            self._send(req)
+        elif req.cmd in STREAM_COMMANDS:
+            self._send(self._stream_request(req))
+        else:
+            dispatch(self.factory.api, req, self.factory.log, self.who).addCallback(self._send)
+
+    # -- live events (control/stream.py) -------------------------------------------------------
+
+    def _stream_request(self, req: Request) -> bytes:
+        f = self.factory
+        if req.cmd == "subscribers":
+            return _encode({"v": VERSION, "id": req.rid, "ok": True, "result": f.stats.describe()})
+        if req.cmd == "unsubscribe":
+            was = self.subscription is not None
+            self._end_subscription()
+            return _encode(
+                {
+                    "v": VERSION,
+                    "id": req.rid,
+                    "ok": True,
+                    "result": {"subscribed": False, "was": was},
+                }
+            )
+        if f.events is None:
+            return _error(req.rid, "unavailable", "this server has no live events")
+        try:
+            topics, level = check_args(req.args)
+        except StreamError as e:
+            return _error(req.rid, e.code, e.message)
+        self._end_subscription()
+        transport: Any = self.transport
+        self.subscription = Subscription(
+            f.events,
+            req.rid,
+            topics,
+            level,
+            lambda line: transport.write(line + b"\n"),
+            self._overflowed,
+            f.stats,
+            self.who,
+        )
+        transport.registerProducer(self.subscription, True)
+        f.log.info(
+            "control: subscribe {topics}{who}", topics=",".join(sorted(topics)), who=self.who
+        )
+        result = {
+            "topics": sorted(topics),
+            "level": level,
+            "max_queue": MAX_QUEUE,
+            "log_last": f.log_last() if f.log_last is not None else 0,
+        }
+        return _encode({"v": VERSION, "id": req.rid, "ok": True, "result": result})
+
+    def _end_subscription(self) -> None:
+        sub, self.subscription = self.subscription, None
+        if sub is not None:
+            sub.cancel()
+            if self.open:
+                self.transport.unregisterProducer()  # type: ignore[union-attr]
+
+    def _overflowed(self, sub: Subscription) -> None:
+        # the reader stopped reading: its events are let go and its connection closed, so that
+        # it costs nothing more; a client that wants events again subscribes afresh
+        self.factory.log.warn(
+            "control: dropped an event subscriber{who}: more than {n} events waiting "
+            "for it to read",
+            who=self.who,
+            n=MAX_QUEUE,
+        )
+        self.subscription = None
+        if self.open:
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
+            self.transport.abortConnection()  # type: ignore[union-attr]
 
     def _send(self, response: bytes) -> None:
         # a client that hung up before its answer was ready simply does not get it
@@ -381,6 +500,9 @@ class ControlProtocol(LineReceiver):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.open = False
+        if self.subscription is not None:
+            self.subscription.cancel()
+            self.subscription = None
         if self.hanging_up is not None and self.hanging_up.active():
             self.hanging_up.cancel()
 
@@ -393,8 +515,18 @@ class ControlFactory(Factory):
     noisy = False
 
     def __init__(
-        self, reactor: IReactorTime, api: ControlAPI, log: Logger, *, admin_gid: int | None
+        self,
+        reactor: IReactorTime,
+        api: ControlAPI,
+        log: Logger,
+        *,
+        admin_gid: int | None,
+        events: EventBus | None = None,
+        log_last: Callable[[], int] | None = None,
     ) -> None:
+        self.events = events
+        self.log_last = log_last
+        self.stats = StreamStats()
         self.reactor = reactor
         self.api = api
         self.log = log

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from standard_edition import __version__
 from standard_edition.archive import store as archive_store
-from standard_edition.archive.policy import PolicyError
+from standard_edition.archive.policy import ORIGIN_FILTERS, PolicyError
 from standard_edition.archive.service import Archive, when
 from standard_edition.config import Config
 from standard_edition.control.api import ControlError
@@ -24,7 +24,11 @@ from standard_edition.core.federation import RUNTIME_KEYS as FEDERATION_KEYS
 from standard_edition.core.jid import InvalidJID, parse_jid, prepare_username
 from standard_edition.core.logring import LEVELS, MAX_LINES, LogRing
 from standard_edition.core.router import Router
+from standard_edition.core.sessions import describe as describe_session
 from standard_edition.core.settings import Settings
+from standard_edition.core.url_filter import RUNTIME_KEYS as URL_FILTER_KEYS
+from standard_edition.core.url_filter_admin import UrlFilterAdmin
+from standard_edition.core.user_import import UserImportAdmin
 from standard_edition.edge.admin import EdgeAdmin
 from standard_edition.presence.access import LEVEL_NAMES, Level
 from standard_edition.presence.aggregate import effective_code
@@ -42,6 +46,7 @@ RUNTIME_KEYS: dict[str, Callable[[Config], Any]] = {
     "archive.critical": lambda cfg: cfg.archive_critical,
     "archive.keep_days": lambda cfg: cfg.archive_keep_days,
     **FEDERATION_KEYS,
+    **URL_FILTER_KEYS,
 }
 MAX_PAGE = 5000  # archive records in one answer over the control socket
 MAX_ICS = 8_000_000  # characters of an iCalendar file sent over the control socket
@@ -49,7 +54,7 @@ MAX_ICS = 8_000_000  # characters of an iCalendar file sent over the control soc
 log = Logger(namespace="se.admin")
 
 
-class Admin(EdgeAdmin):
+class Admin(EdgeAdmin, UrlFilterAdmin, UserImportAdmin):
     def __init__(
         self,
         cfg: Config,
@@ -76,6 +81,7 @@ class Admin(EdgeAdmin):
         self._clock = clock
         self.started = clock()
         self.log_ring: LogRing | None = None  # set by the server
+        self.upload: Any = None  # upload/service.py UploadService, set by the server
 
     # -- users -------------------------------------------------------------------------------
 
@@ -337,6 +343,8 @@ class Admin(EdgeAdmin):
             self.router.offline_enabled = value
         if key.startswith("federation.") and self.router.federation is not None:
             self.router.federation.refresh()
+        if key in URL_FILTER_KEYS:
+            self.refresh_url_filter()
         return {"key": key, "value": value, "source": "config"}
 
     def conference_list(self) -> list[dict[str, Any]]:
@@ -412,10 +420,14 @@ class Admin(EdgeAdmin):
         after: int = 0,
         limit: int = 50,
         count: bool = False,
+        origin: str | None = None,
     ) -> Deferred[dict[str, Any]]:
         archive = self._archive()
         if not 1 <= limit <= MAX_PAGE:
             raise ControlError("invalid", f"limit: from 1 to {MAX_PAGE}")
+        origins = ORIGIN_FILTERS.get(origin or "") if origin is not None else ()
+        if origins is None:
+            raise ControlError("invalid", f"origin: one of {', '.join(ORIGIN_FILTERS)}")
         if peer is not None and not (peer.startswith("*@") and len(peer) > 2):
             peer = self._bare("peer", peer)
         elif peer is not None:
@@ -429,6 +441,7 @@ class Admin(EdgeAdmin):
                 until=None if until is None else when(until, end=True),
                 text=text or None,
                 protocol=protocol,
+                origins=origins,
                 after=max(0, after),
                 limit=limit,
             )
@@ -543,6 +556,7 @@ class Admin(EdgeAdmin):
             "archive": self.archive.status() if self.archive is not None else None,
             "store_bytes": self._store_bytes(),
             "edge": self.edge_status(),
+            "upload": self.upload.status() if self.upload is not None else None,
         }
 
     def log_tail(self, limit: int = 100, level: str = "info", after: int = 0) -> dict[str, Any]:
@@ -561,18 +575,7 @@ class Admin(EdgeAdmin):
 
     @staticmethod
     def _session(ep: Any) -> dict[str, Any]:
-        p = ep.presence
-        return {
-            "jid": str(ep.jid),
-            "protocol": ep.protocol,
-            "address": ep.address,
-            "since": _iso(ep.since),
-            "tls": ep.secure,
-            "origin": getattr(ep, "origin", "internal"),
-            "available": p is not None,
-            "show": (p.show or "available") if p is not None else "unavailable",
-            "priority": p.priority if p is not None else None,
-        }
+        return describe_session(ep)
 
 
 def _iso(t: float) -> str:

@@ -52,12 +52,14 @@ class FederationPolicy:
         return frozenset(self.settings.get("federation.block", self.cfg.federation_block))
 
     def domain_allowed(self, domain: str) -> bool:
-        """May this server exchange anything with `domain`? A blocked domain never may."""
-        domain = domain.lower().rstrip(".")
-        if domain in self.block:
+        """May this server exchange anything with `domain`? A blocked domain never may.
+        A listed domain covers its subdomains (a partner's conference.partner.example)."""
+        labels = domain.lower().rstrip(".").split(".")
+        names = {".".join(labels[i:]) for i in range(len(labels) - 1)} or {domain}
+        if names & self.block:
             return False
         if self.mode == "allowlist":
-            return domain in self.allow
+            return bool(names & self.allow)
         return True  # blocklist and open: every domain not blocked
 
     def _user(self, username: str) -> dict[str, bool]:

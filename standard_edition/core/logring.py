@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import LogLevel, formatEvent
@@ -31,6 +32,9 @@ class LogRing:
         self.min_rank = level_rank(min_level)
         self.seq = 0
         self._lock = threading.Lock()
+        # set by the server: takes each kept line to the event bus (topic "log"); called on the
+        # thread that logged, so it must only hand the line over
+        self.publish: Callable[[dict[str, Any]], None] | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         try:
@@ -54,6 +58,11 @@ class LogRing:
             self.seq += 1
             line["seq"] = self.seq
             self.lines.append(line)
+        if self.publish is not None:
+            try:
+                self.publish(dict(line))
+            except Exception:  # an observer must never fail the code that logged
+                return
 
     def tail(self, limit: int = 100, level: str = "info", after: int = 0) -> list[dict[str, Any]]:
         """The newest `limit` lines at `level` or above with seq > after, oldest first."""

@@ -47,6 +47,7 @@ class FederationRouting:
     presence: Any
     archive: Any
     history: Any
+    url_filter: Any
 
     # provided by the Router
     def local_user(self, jid: JID) -> str | None: ...  # pragma: no cover
@@ -78,6 +79,7 @@ class FederationRouting:
             raise Undeliverable(
                 "not-allowed", f"messages to {msg.to.domain} are not allowed by the admin"
             )
+        msg = self.url_filter.filter_message(msg)  # IM URL filter (core/url_filter.py)
         self.counters["federated_out"] = self.counters.get("federated_out", 0) + 1
         archived = self.archive.record(msg) if self.archive is not None else None
         chat = sender_user is not None and msg.type in ("chat", "normal") and msg.body is not None

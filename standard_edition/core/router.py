@@ -27,6 +27,7 @@ from standard_edition.core.remote import FederationRouting, RemoteDelivery
 from standard_edition.core.roster import Rosters
 from standard_edition.core.sessions import Endpoint, SessionRegistry
 from standard_edition.core.subscription import Kind, State, inbound, outbound
+from standard_edition.core.url_filter import UrlFilter
 from standard_edition.presence.access import Level, view
 from standard_edition.presence.model import Aggregate, Band
 from standard_edition.presence.service import KEEP, PresenceService
@@ -65,6 +66,8 @@ class Router(FederationRouting):
         self.sessions = sessions
         self.offline = offline
         self.offline_enabled = offline_enabled
+        # the IM URL filter in force (core/url_filter.py); the server and se-ctl replace it
+        self.url_filter = UrlFilter(own_domain=domain)
         self.presence = presence
         presence.listeners.append(self._aggregate_changed)
         presence.level_listeners.append(self._levels_changed)
@@ -83,6 +86,9 @@ class Router(FederationRouting):
         self.federation: Any = None
         # called with (owner, item) after a roster item changed (SIP watcher info listens)
         self.roster_listeners: list[Callable[[str, RosterItem], None]] = []
+        # adapters' additions to what an endpoint's presence carries, called as
+        # (owner, payload) -> payload for each rendering (XEP-0153 avatar hashes)
+        self.presence_payload: list[Callable[[str, tuple[Any, ...]], tuple[Any, ...]]] = []
         accounts.on_removed.append(self._account_removed)
         accounts.on_disabled.append(self._account_disabled)
 
@@ -334,15 +340,25 @@ class Router(FederationRouting):
         seen = view(self.presence.aggregate(owner), level)
         if seen.band is Band.OFFLINE:
             return None  # appear offline
+        payload = ep.presence.payload
+        for extend in self.presence_payload:
+            payload = extend(owner, payload)
         return Presence(
             show=SHOW[seen.band],
             status=seen.note,
             priority=ep.presence.priority,
-            payload=ep.presence.payload,
+            payload=payload,
             code=seen.code,
             activity=seen.activity.value if seen.activity else None,
             oof_note=seen.oof_note,
         )
+
+    def rebroadcast(self, user: str, only: Callable[[Endpoint], bool] | None = None) -> None:
+        """Send each available endpoint's presence again (something it carries changed, e.g.
+        the avatar hash); `only` picks the endpoints."""
+        for ep in self.sessions.available(user):
+            if only is None or only(ep):
+                self._broadcast(ep)
 
     def directed_presence(self, ep: Endpoint, to: JID, presence: Presence | None) -> None:
         """RFC 6121 §4.6: presence sent to one address, outside the roster broadcast."""
@@ -355,8 +371,11 @@ class Router(FederationRouting):
             self._directed.setdefault(ep.jid, set()).add(to)
         if self.presence.is_blocked(user, to):
             return
-        # the endpoint chose to tell this address; it still sees the aggregate (DESIGN §4)
+        # the endpoint chose to tell this address; it still sees the aggregate (DESIGN §4),
+        # with what the client put in this presence (a partner's room needs its MUC element)
         shown = self.render(user, ep, to) if ep.presence is not None else None
+        if shown is not None:
+            shown = replace(shown, payload=presence.payload)
         self._deliver_presence_to_jid(to, ep.jid, shown or presence)
 
     def probe(self, ep: Endpoint, contact: JID) -> None:
@@ -461,6 +480,8 @@ class Router(FederationRouting):
         if self.presence.is_blocked(user, msg.sender):
             # a blocked contact learns nothing, not even that the account exists
             raise Undeliverable("service-unavailable")
+        # IM URL filter: refused (LinkBlocked), or defanged before it is archived or stored
+        msg = self.url_filter.filter_message(msg)
         archived = self.archive.record(msg) if self.archive is not None else None
         if archived is not None:
             # DESIGN §6 critical mode: delivered only once its archive batch has committed;

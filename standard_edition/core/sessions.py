@@ -7,10 +7,12 @@ through the small `Endpoint` interface, which each protocol adapter implements.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 
+from standard_edition.core.events import EventBus
 from standard_edition.core.jid import JID
 from standard_edition.core.model import Message, Presence, RosterItem
 from standard_edition.core.subscription import Kind
@@ -34,9 +36,26 @@ class Endpoint(Protocol):
     def close(self, condition: str, text: str = "") -> None: ...
 
 
+def describe(ep: Endpoint) -> dict[str, Any]:
+    """One endpoint as se-ctl sessions, the console and the sessions events show it."""
+    p = ep.presence
+    return {
+        "jid": str(ep.jid),
+        "protocol": ep.protocol,
+        "address": ep.address,
+        "since": datetime.fromtimestamp(ep.since, UTC).isoformat(timespec="seconds"),
+        "tls": ep.secure,
+        "origin": getattr(ep, "origin", "internal"),
+        "available": p is not None,
+        "show": (p.show or "available") if p is not None else "unavailable",
+        "priority": p.priority if p is not None else None,
+    }
+
+
 class SessionRegistry:
-    def __init__(self) -> None:
+    def __init__(self, events: EventBus | None = None) -> None:
         self._by_user: dict[str, dict[str, Endpoint]] = {}
+        self.events = events  # told of each login and logout (topic "sessions")
 
     def add(self, ep: Endpoint) -> Endpoint | None:
         """Register an endpoint; returns the one it replaces (same full address), if any."""
@@ -44,6 +63,10 @@ class SessionRegistry:
         resources = self._by_user.setdefault(ep.jid.local, {})
         old = resources.get(ep.jid.resource)
         resources[ep.jid.resource] = ep
+        if old is not ep:
+            if old is not None:
+                self._publish("logout", old)
+            self._publish("login", ep)
         return old
 
     def remove(self, ep: Endpoint) -> bool:
@@ -55,7 +78,12 @@ class SessionRegistry:
         del resources[ep.jid.resource]
         if not resources:
             del self._by_user[ep.jid.local]
+        self._publish("logout", ep)
         return True
+
+    def _publish(self, change: str, ep: Endpoint) -> None:
+        if self.events is not None and self.events.wants("sessions"):
+            self.events.publish("sessions", {"change": change, **describe(ep)})
 
     def get(self, jid: JID) -> Endpoint | None:
         if jid.local is None or jid.resource is None:

@@ -10,14 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from standard_edition import tls
 from standard_edition.config import Config
 from standard_edition.core.federation import FederationPolicy
 from standard_edition.edge.limits import EdgeGuard, EdgeLimits
+from standard_edition.edge.routes import FederationRoutes
+from standard_edition.sip.edge import EdgeServerTLS, EdgeSipFactory
+from standard_edition.sip.federation import SipFederation
 from standard_edition.xmpp.c2s import C2SContext, C2SFactory
 from standard_edition.xmpp.s2s import InboundFactory, S2SService
+
+if TYPE_CHECKING:
+    from standard_edition.sip.service import SipService
 
 
 @dataclass
@@ -25,16 +31,20 @@ class Edge:
     policy: FederationPolicy
     guard: EdgeGuard
     s2s: S2SService | None = None
+    sip: SipFederation | None = None
 
     def status(self) -> dict[str, Any]:
         return {
             "limits": self.guard.status(),
             "federation": None if self.s2s is None else self.s2s.status(),
+            "sip_federation": None if self.sip is None else self.sip.status(),
         }
 
     def stop(self) -> None:
         if self.s2s is not None:
             self.s2s.stop()
+        if self.sip is not None:
+            self.sip.stop()
 
 
 def start_edge(
@@ -46,9 +56,11 @@ def start_edge(
     listen: Callable[..., None],
     tls_options: Any,
     certificate: tuple[Path, Path],
+    sip: SipService | None = None,
 ) -> Edge:
     """Open the [edge] listeners; `make_context(direct_tls, origin=, edge=)` builds a c2s
-    context like the LAN's, `listen(name, addr, factory, tls_options)` opens a port."""
+    context like the LAN's, `listen(name, addr, factory, tls_options)` opens a port; `sip` is
+    the SIP service whose remote users and federation edge.sip_tls serves."""
     guard = EdgeGuard(EdgeLimits(**cfg.edge_limits), reactor.seconds)
     edge = Edge(policy, guard)
     if cfg.edge["c2s"]:
@@ -70,6 +82,7 @@ def start_edge(
             lambda: tls.server_tls_options(cert, key),
             cfg.federation_hosts,
             connect_timeout=cfg.federation_connect_timeout,
+            idle_timeout=cfg.federation_idle_timeout,
             guard=guard,
             max_stanza_size=cfg.max_stanza_size,
             # outgoing streams leave from the edge address too (not the LAN one)
@@ -79,4 +92,42 @@ def start_edge(
         router.remote = s2s
         for addr in cfg.edge["s2s"]:
             listen("edge.s2s", addr, InboundFactory(s2s))
+    if cfg.edge["sip_tls"] and sip is not None:
+        edge.sip = _start_sip_edge(reactor, cfg, sip, policy, guard, listen, certificate)
+        # DESIGN §7: a domain with an XMPP route goes over s2s, any other over SIP
+        router.remote = FederationRoutes(reactor, cfg.federation_hosts, edge.s2s, edge.sip)
     return edge
+
+
+def _start_sip_edge(
+    reactor: Any,
+    cfg: Config,
+    sip: SipService,
+    policy: FederationPolicy,
+    guard: EdgeGuard,
+    listen: Callable[..., None],
+    certificate: tuple[Path, Path],
+) -> SipFederation:
+    """SIP over TLS on the outside address: remote users (digest) and partners' servers (a
+    client certificate for their domain, asked for but not required in the handshake)."""
+    cert, key = certificate
+    first = cfg.edge["sip_tls"][0]
+    any_host = first.host in ("*", "::", "0.0.0.0", "localhost")
+    sip.edge_guard = guard
+    sip.policy = policy
+    fed = SipFederation(
+        reactor,
+        sip,
+        policy,
+        lambda: tls.server_tls_options(cert, key),
+        cfg.federation_hosts,
+        # our Via and Contact name the edge address (the domain when it listens everywhere)
+        sent_by=(cfg.domain if any_host else first.host, first.port),
+        connect_timeout=cfg.federation_connect_timeout,
+        bind_host=None if any_host else first.host,
+    )
+    sip.federation = fed
+    server_tls = fed.server_tls = EdgeServerTLS(tls.server_tls_options(cert, key))
+    for addr in cfg.edge["sip_tls"]:
+        listen("edge.sip_tls", addr, EdgeSipFactory(sip.transports, guard), server_tls)
+    return fed

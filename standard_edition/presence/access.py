@@ -1,12 +1,13 @@
 """Who sees what of a user's presence: the one place that decides it (DESIGN §4).
 
 Access levels are Skype's privacy relationships. Every protocol adapter asks `view` what a
-given watcher may see, so XMPP presence, SIP NOTIFY and probes always agree.
+given watcher may see, so XMPP presence, SIP NOTIFY and probes always agree, and asks
+`card_parts` which parts of a user's contact card (XEP-0054 vCard) a watcher may read.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 from standard_edition.presence.model import OFFLINE, Aggregate
 
@@ -53,3 +54,31 @@ def view(agg: Aggregate, level: Level) -> Aggregate:
     if level is Level.COLLEAGUES:
         return Aggregate(agg.code, agg.activity, agg.note, None, agg.source)
     return agg
+
+
+class CardPart(StrEnum):
+    """Parts of a contact card, from the most public to the most private."""
+
+    NAME = "name"  # full name, structured name, nickname
+    PHOTO = "photo"  # the picture (its hash also travels in presence, XEP-0153)
+    WORK = "work"  # work phones, addresses and e-mail, organisation, title, notes
+    MOBILE = "mobile"  # mobile phone numbers
+    HOME = "home"  # home phones, addresses and e-mail
+    PERSONAL = "personal"  # birthday, and whatever else only close contacts see
+
+
+# Skype's contact card by relationship: external contacts see a name and a picture, colleagues
+# the work details, workgroup also mobile numbers, friends and family everything.
+_CARD_PARTS = {
+    Level.BLOCKED: frozenset[CardPart](),
+    Level.EXTERNAL: frozenset({CardPart.NAME, CardPart.PHOTO}),
+    Level.COLLEAGUES: frozenset({CardPart.NAME, CardPart.PHOTO, CardPart.WORK}),
+    Level.WORKGROUP: frozenset({CardPart.NAME, CardPart.PHOTO, CardPart.WORK, CardPart.MOBILE}),
+    Level.FRIENDS: frozenset(CardPart),
+}
+
+
+def card_parts(level: Level) -> frozenset[CardPart]:
+    """The parts of a user's card a watcher at `level` may read; empty: none, not even that
+    the card exists."""
+    return _CARD_PARTS[level]

@@ -16,6 +16,7 @@ import sqlite_utils
 from twisted.internet.defer import Deferred, succeed
 from twisted.python import log
 
+from standard_edition.core.events import EventBus
 from standard_edition.core.jid import JID
 from standard_edition.presence.access import LEVEL_NAMES, Level, default_level
 from standard_edition.presence.aggregate import aggregate, next_change
@@ -63,6 +64,7 @@ class PresenceService:
         self.listeners: list[Listener] = []
         # told when what a watcher may see changed without the aggregate changing
         self.level_listeners: list[Callable[[str], None]] = []
+        self.events: EventBus | None = None  # told of each aggregate change (topic "presence")
 
     def now(self) -> float:
         return float(self._reactor.seconds())
@@ -293,7 +295,23 @@ class PresenceService:
             return False
         for cb in self.listeners:
             cb(username, agg, before)
+        if self.events is not None and self.events.wants("presence"):
+            self.events.publish("presence", self._event(username, agg))
         return True
+
+    def _event(self, username: str, agg: Aggregate) -> dict[str, Any]:
+        return {
+            "jid": f"{username}@{self.domain}",
+            "availability": {
+                "code": agg.code,
+                "band": agg.band.value,
+                "label": agg.label,
+                "activity": agg.activity.value if agg.activity else None,
+            },
+            "note": agg.note,
+            "oof_note": agg.oof_note,
+            "source": agg.source,
+        }
 
     def _schedule(self, username: str) -> None:
         u = self._user(username)

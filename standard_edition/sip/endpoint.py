@@ -24,6 +24,7 @@ __all__ = ["SipEndpoint"]
 
 class SipEndpoint:
     protocol = "sip"
+    origin = "internal"  # "edge" for a remote user's registration (DESIGN §7)
 
     def __init__(
         self, service: SipService, binding: Binding, jid: JID, address: str, since: float
@@ -44,8 +45,10 @@ class SipEndpoint:
         return self.service.send_message(self.binding, msg)
 
     def deliver_presence(self, sender: JID, presence: Presence | None) -> None:
-        # SIP watchers get NOTIFYs in their subscription dialogs, not per registration
-        pass
+        # SIP watchers get NOTIFYs in their subscription dialogs, not per registration; a
+        # contact in another domain is known only by what its server sends, kept for them
+        if self.jid.local is not None and self.service.router.is_remote(sender):
+            self.service.presence.remote_presence(self.jid.local, sender, presence)
 
     def deliver_subscription(self, sender: JID, kind: Kind) -> None:
         self.service.subscription_request(self.jid, sender, kind)

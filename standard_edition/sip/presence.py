@@ -60,6 +60,9 @@ class Watch:
     last_body: bytes | None = None
     winfo: bool = False  # a presence.winfo subscription to the owner's own watcher list
     version: int = -1  # RFC 3858 §4.2: the document version, one more in each NOTIFY
+    # a contact in another domain (federation): `owner` is then "" and the document is made
+    # from the presence the contact's server sent (remote_presence)
+    remote: JID | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -116,6 +119,10 @@ class PresenceAgent:
         self.winfo_by_owner: dict[str, set[DialogId]] = {}
         self.pending: set[Watch] = set()  # presence subscriptions waiting for the owner
         self.publications: dict[str, Publication] = {}  # etag -> publication
+        # federation: what each user's contacts in other domains last showed, per resource,
+        # and the SIP watchers of those contacts: (user, contact's bare address) -> ...
+        self.remote_seen: dict[tuple[str, JID], dict[str, Presence]] = {}
+        self.by_remote: dict[tuple[str, JID], set[DialogId]] = {}
         self.router.presence.listeners.append(self._aggregate_changed)
         self.router.presence.level_listeners.append(self._levels_changed)
         self.router.roster_listeners.append(self._roster_changed)
@@ -163,7 +170,11 @@ class PresenceAgent:
             return
         owner = self.service._user_of(req.ruri)
         if owner is None:
-            self.service.reply(tx, 404)
+            remote = None if winfo else self.service.remote_of(req.ruri)
+            if remote is not None:
+                self._subscribe_remote(req, tx, peer, user, remote, expires, now)
+            else:
+                self.service.reply(tx, 404)
             return
         watcher = JID(user, self.domain, None)
         if winfo and owner != user:
@@ -199,6 +210,83 @@ class PresenceAgent:
             self.pending.add(w)
         self._arm(w)
         self._notify(w)
+
+    def _subscribe_remote(
+        self,
+        req: Request,
+        tx: ServerTransaction,
+        peer: Peer,
+        user: str,
+        remote: JID,
+        expires: int,
+        now: float,
+    ) -> None:
+        """A SIP user watches a contact in another domain: the RFC 6121 handshake goes there
+        through the core (which applies the federation policy); the dialog is active once the
+        contact approved, and its NOTIFYs carry what the contact's server sends."""
+        if not self.router.may_federate(user, remote.domain):
+            self.service.reply(tx, 403, "Federation with this domain is not allowed")
+            return
+        rosters = self.router.rosters
+        if rosters.state(user, remote).pending_in:
+            self.router.subscription(user, remote, Kind.SUBSCRIBED)  # as for a colleague
+        if expires and not rosters.state(user, remote).has_to:
+            self.router.subscription(user, remote, Kind.SUBSCRIBE)
+        active = rosters.state(user, remote).has_to
+        host, port = self.service.transports.sent_by(peer.transport)
+        contact = f"<sip:{remote}@{host}:{port};transport={peer.transport.lower()}>"
+        state = "active" if active else "pending"
+        sub = Subscription.from_subscribe(req, contact, now, expires, state=state)
+        watcher = JID(user, self.domain, None)
+        w = Watch(sub, "", watcher, peer if peer.reliable else None, remote=remote)
+        self.service.reply(
+            tx,
+            200 if active else 202,
+            headers=[("Expires", str(expires)), ("Contact", contact)],
+            to_tag=sub.dialog.local_tag,
+        )
+        if expires == 0:
+            sub.terminate("timeout")
+            self._notify(w)
+            return
+        self.watches[sub.dialog.id] = w
+        self.by_remote.setdefault((user, remote), set()).add(sub.dialog.id)
+        if not active:
+            self.pending.add(w)
+        self._arm(w)
+        self._notify(w)
+        ep = self.service.endpoint_for(user, req, peer)
+        if active and ep is not None and (user, remote) not in self.remote_seen:
+            self.router.probe(ep, remote)  # RFC 6121 §4.3: ask the contact's server
+
+    def remote_presence(self, user: str, sender: JID, presence: Presence | None) -> None:
+        """A contact in another domain sent `user` presence (through the core)."""
+        key = (user, sender.bare)
+        seen = self.remote_seen.setdefault(key, {})
+        resource = sender.resource or ""
+        if presence is None:
+            if resource:
+                seen.pop(resource, None)
+            else:
+                seen.clear()
+        else:
+            seen[resource] = presence
+        for did in list(self.by_remote.get(key, ())):
+            w = self.watches.get(did)
+            if w is not None and w.sub.state == "active":
+                self._notify(w)
+
+    def remote_document(self, user: str, contact: JID) -> bytes:
+        """The PIDF document of a contact in another domain, from what its server sent."""
+        from standard_edition.sip.federation import code_of
+
+        seen = self.remote_seen.get((user, contact), {})
+        tuples = [pidf.Tuple(res or "t", True) for res in sorted(seen)]
+        agg: Aggregate | None = None
+        if seen:
+            best = min(seen.values(), key=code_of)
+            agg = Aggregate(code_of(best), note=best.status)
+        return pidf.build(f"sip:{contact}", tuples, agg)
 
     def _resubscribe(
         self, req: Request, tx: ServerTransaction, user: str, expires: int, now: float
@@ -253,6 +341,14 @@ class PresenceAgent:
         self.pending.discard(w)
         if self.watches.get(did) is w:
             del self.watches[did]
+            if w.remote is not None:
+                key = (w.watcher.local or "", w.remote)
+                remote_ids = self.by_remote.get(key)
+                if remote_ids is not None:
+                    remote_ids.discard(did)
+                    if not remote_ids:
+                        del self.by_remote[key]
+                return
             index = self.winfo_by_owner if w.winfo else self.by_owner
             ids = index.get(w.owner)
             if ids is not None:
@@ -268,14 +364,37 @@ class PresenceAgent:
             if w is not None and w.sub.state == "active":
                 self._notify(w)
         contact = item.contact
+        for did in list(self.by_remote.get((owner, contact), ())):
+            w = self.watches.get(did)
+            if w is not None and w.sub.state == "active" and not item.state.has_to:
+                # the contact in the other domain revoked or refused it (RFC 6121 §3.2)
+                self._end(w, "rejected")
         for w in list(self.pending):
+            if w.remote is not None:
+                if w.watcher.local == owner and w.remote == contact:
+                    self._decide(w)
+                continue
             if (w.owner == owner and w.watcher == contact) or (
                 w.watcher.local == owner and self._bare(w.owner) == contact
             ):
                 self._decide(w)
 
+    def _end(self, w: Watch, reason: str) -> None:
+        w.sub.terminate(reason)
+        self._notify(w, force=True)
+        self._drop(w)
+
     def _decide(self, w: Watch) -> None:
         """A pending subscription whose owner may have approved (or refused) it."""
+        if w.remote is not None:
+            state = self.router.rosters.state(w.watcher.local or "", w.remote)
+            if state.has_to:
+                self.pending.discard(w)
+                w.sub.activate()
+                self._notify(w, force=True)
+            elif not state.pending_out:
+                self._end(w, "rejected")
+            return
         if self._allowed(w.owner, w.watcher):
             self.pending.discard(w)
             w.sub.activate()
@@ -348,7 +467,10 @@ class PresenceAgent:
             w.version += 1
             body, ctype = self.winfo_document(w), WINFO_TYPE
         elif sub.state == "active" or (sub.state == "terminated" and w.last_body is not None):
-            body = self.document(w.owner, w.watcher)
+            if w.remote is not None:
+                body = self.remote_document(w.watcher.local or "", w.remote)
+            else:
+                body = self.document(w.owner, w.watcher)
             ctype = PIDF_TYPE
             if not force and body == w.last_body:
                 return  # nothing this watcher may see has changed

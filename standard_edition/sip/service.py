@@ -28,8 +28,11 @@ from standard_edition.core.jid import JID, InvalidJID, parse_jid, prepare_userna
 from standard_edition.core.model import Message, Presence, Undeliverable
 from standard_edition.core.router import Router
 from standard_edition.core.subscription import Kind
+from standard_edition.core.url_filter import LINK_BLOCKED
+from standard_edition.edge.limits import EdgeGuard
 from standard_edition.presence.model import AVAILABLE, EndpointState
 from standard_edition.sip.auth import Authenticator
+from standard_edition.sip.edge import EdgeSipStream
 from standard_edition.sip.endpoint import SipEndpoint
 from standard_edition.sip.message import (
     KNOWN_METHODS,
@@ -61,6 +64,7 @@ from standard_edition.store.database import Database
 
 if TYPE_CHECKING:
     from standard_edition.conference.service import Conferences
+    from standard_edition.sip.federation import SipFederation
 
 __all__ = ["ALLOW", "SipService", "status_for"]
 
@@ -76,6 +80,8 @@ TOO_LARGE = (
     "the message is too large for the recipient's connection "
     f"(over {UDP_MAX_BODY} bytes, and no TCP or TLS path to it)"
 )
+# the start of the text of a federation failure where the partner's server could not be used
+CANNOT_CONNECT = "cannot connect to the partner's server"
 
 
 def status_for(e: Undeliverable) -> tuple[int, str | None]:
@@ -90,8 +96,15 @@ def status_for(e: Undeliverable) -> tuple[int, str | None]:
         return 513, "Message Too Large for the recipient's connection"
     if e.condition == "not-acceptable":
         return 403, e.text or None
+    if e.condition == "remote-server-not-found" and e.text.startswith(CANNOT_CONNECT):
+        # RFC 3263 §4.3: no server of the domain could be used; the reason says why
+        return 503, e.text[len(CANNOT_CONNECT) :].lstrip(": ")[:80] or None
     if e.condition in ("item-not-found", "remote-server-not-found", "jid-malformed"):
         return 404, None
+    if e.condition == "remote-server-timeout":
+        return 408, None
+    if e.condition == "not-allowed":
+        return 403, e.text[:80] or None  # federation policy (DESIGN §7)
     if e.condition == "resource-constraint":
         return 500, "Message not archived, not delivered"  # archive critical mode (DESIGN §6)
     return 500, None
@@ -123,6 +136,11 @@ class SipService:
         self.counters = {"requests": 0, "responses": 0, "malformed": 0}
         # conferences (conference/service.py): sip:room@conference.<domain>, set by the server
         self.conferences: Conferences | None = None
+        # DESIGN §7, set by the edge: partners' servers (sip/federation.py), and the limits and
+        # outside-access policy of remote users on the edge listener
+        self.federation: SipFederation | None = None
+        self.edge_guard: EdgeGuard | None = None
+        self.policy: Any = None
         from standard_edition.sip.presence import PresenceAgent
 
         self.presence = PresenceAgent(self)
@@ -178,6 +196,13 @@ class SipService:
 
     def flow_closed(self, peer: Peer) -> None:
         self.registrar.flow_closed(peer)
+        if self.federation is not None:
+            self.federation.flow_closed(peer)
+
+    def edge_stream(self, peer: Peer) -> EdgeSipStream | None:
+        """The edge connection a request came on (None: a LAN listener's)."""
+        stream = self.transports.connections.get(peer)
+        return stream if isinstance(stream, EdgeSipStream) else None
 
     def _reply_stateless(self, headers: Headers, status: int, phrase: str, peer: Peer) -> None:
         """Answer a request the transaction layer cannot take (RFC 3261 §8.2, §16.3)."""
@@ -289,6 +314,20 @@ class SipService:
 
     def _request(self, req: Request, tx: ServerTransaction, peer: Peer) -> None:
         method = req.method
+        edge = self.edge_stream(peer) if peer.transport == "TLS" else None
+        if edge is not None:
+            # DESIGN §7: a partner's server (its certificate, checked per domain) or a remote
+            # user (digest, like on the LAN, under the edge limits)
+            if self.federation is not None and (
+                edge.domain is not None or self.federation.partner_domain(req) is not None
+            ):
+                self.federation.handle(req, tx, peer, edge)
+                return
+            if not edge.take_request():
+                if self.edge_guard is not None:
+                    self.edge_guard.counters["stanza_rate_exceeded"] += 1
+                self.reply(tx, 503, "Too many requests", headers=[("Retry-After", "1")])
+                return
         if method == "CANCEL":
             # RFC 3261 §9.2: every request is answered at once, so nothing is left to cancel
             self.reply(tx, 481)
@@ -341,8 +380,20 @@ class SipService:
         then: Callable[[Request, ServerTransaction, Peer, str], None],
     ) -> None:
         """Authenticate (RFC 3261 §22), check the identity claimed, then go on."""
+        guard = self.edge_guard if self.edge_stream(peer) is not None else None
+        attempted = _digest_user(req, proxy) if guard is not None else None
+        if guard is not None and attempted is not None:
+            wait = guard.login_wait("edge", peer.host, attempted)
+            if wait > 0:
+                # DESIGN §7: locked out on the edge only; the LAN is another origin
+                guard.login_refused()
+                retry = str(int(wait) + 1)
+                self.reply(tx, 503, "Too many failed logins", headers=[("Retry-After", retry)])
+                return
         res = self.auth.check(req, peer.host, proxy=proxy)
         if res.user is None:
+            if res.forbidden and guard is not None:
+                guard.login_failed("edge", peer.host, attempted)
             if res.forbidden:
                 self.reply(tx, 403, "Wrong credentials", delay=res.delay)
             else:
@@ -354,10 +405,28 @@ class SipService:
             # the digest user may act only as itself (RFC 3261 §10.3 step 3)
             self.reply(tx, 403, "Identity does not match credentials", delay=res.delay)
             return
+        if guard is not None:
+            if self.policy is not None and not self.policy.outside_access(user):
+                guard.counters["outside_access_refused"] += 1
+                self.reply(tx, 403, "No outside access for this account")
+                return
+            guard.login_succeeded("edge", peer.host, user)
         if res.delay > 0:
             self.reactor.callLater(res.delay, then, req, tx, peer, user)
         else:
             then(req, tx, peer, user)
+
+    def remote_of(self, uri: Any) -> JID | None:
+        """The address in another domain a sip: URI names (federation), or None."""
+        if not isinstance(uri, SipURI) or uri.scheme not in ("sip", "sips") or not uri.user:
+            return None
+        host = uri.host.lower().rstrip(".")
+        if host == self.domain or host.endswith("." + self.domain) or not self.router.remote:
+            return None
+        try:
+            return parse_jid(f"{uri.user}@{host}").bare
+        except InvalidJID:
+            return None
 
     def _user_of(self, uri: Any) -> str | None:
         """The local account a sip: URI names (user part folded like XMPP's), or None."""
@@ -380,6 +449,8 @@ class SipService:
         jid = JID(b.username, self.domain, resource_for(b.contact))
         address = b.source.split(":", 1)[-1]
         ep = SipEndpoint(self, b, jid, address, self.clock())
+        if b.flow is not None and self.edge_stream(b.flow) is not None:
+            ep.origin = "edge"  # a remote user (DESIGN §7): policies and se-ctl see it
         b.endpoint = ep
         self.router.bind(ep)
         # DESIGN §5: a registration is available until PUBLISH says otherwise
@@ -410,7 +481,8 @@ class SipService:
     def _message(self, req: Request, tx: ServerTransaction, peer: Peer, user: str) -> None:
         room = self._room_of(req.ruri)
         target = self._user_of(req.ruri)
-        if target is None and room is None:
+        remote = self.remote_of(req.ruri) if target is None and room is None else None
+        if target is None and room is None and remote is None:
             self.reply(tx, 404)
             return
         if len(req.body) > MAX_IM_BODY:
@@ -423,8 +495,12 @@ class SipService:
         if room is not None:
             self._room_message(req, tx, peer, user, room, text)
             return
-        assert target is not None
-        if text.lstrip().lower().startswith(INVITE + " ") and self.conferences is not None:
+        if (
+            remote is None
+            and text.lstrip().lower().startswith(INVITE + " ")
+            and self.conferences is not None
+        ):
+            assert target is not None
             self._escalate(req, tx, peer, user, target, text)
             return
         ep = self.endpoint_for(user, req, peer)
@@ -433,7 +509,7 @@ class SipService:
         body.text = text
         msg = Message(
             sender=sender,
-            to=JID(target, self.domain, None),
+            to=remote or JID(target, self.domain, None),
             type="chat",
             body=text,
             id=secrets.token_hex(8),
@@ -442,14 +518,12 @@ class SipService:
         try:
             d = self.router.route_message(msg)
         except Undeliverable as e:
-            status, reason = status_for(e)
-            self.reply(tx, status, reason)
+            self._undeliverable(tx, e)
             return
 
         def failed(f: failure.Failure) -> None:
             if f.check(Undeliverable):
-                status, reason = status_for(f.value)
-                self.reply(tx, status, reason)
+                self._undeliverable(tx, f.value)
             else:
                 log.err(f, f"sip: MESSAGE from {user} not delivered")
                 self.reply(tx, 500)
@@ -523,10 +597,19 @@ class SipService:
     def _refused(self, tx: ServerTransaction, f: failure.Failure, user: str) -> None:
         e = f.value
         if isinstance(e, Undeliverable):
-            self.reply(tx, *status_for(e))
+            self._undeliverable(tx, e)
         else:
             log.err(f, f"sip: conference line from {user} not delivered")
             self.reply(tx, 500)
+
+    def _undeliverable(self, tx: ServerTransaction, e: Undeliverable) -> None:
+        """The final answer to a MESSAGE the core refused; a link the IM URL filter blocked
+        also gets a Warning header (RFC 3261 §20.43, 399: miscellaneous) with the reason."""
+        status, reason = status_for(e)
+        headers: list[tuple[str, str]] = []
+        if e.app == LINK_BLOCKED:
+            headers.append(("Warning", f"399 {self.domain} {quote_string(e.text)}"))
+        self.reply(tx, status, reason, headers)
 
     # -- MESSAGE to a registration -----------------------------------------------------------
 
@@ -665,6 +748,20 @@ class SipService:
 
     def subscription_request(self, ep_jid: JID, sender: JID, kind: Kind) -> None:
         self.presence.subscription_request(ep_jid, sender, kind)
+
+
+def _digest_user(req: Request, proxy: bool) -> str | None:
+    """The account a request's digest credentials name, for the edge lockout."""
+    names = ("Proxy-Authorization", "Authorization") if proxy else ("Authorization",)
+    for name in names:
+        for h in req.auth_headers(name):
+            if h.scheme.lower() == "digest":
+                raw = h.get("username") or ""
+                try:
+                    return prepare_username(raw)
+                except InvalidJID:
+                    return raw[:64] or None
+    return None
 
 
 def _room_status(e: RoomError) -> tuple[int, str | None]:

@@ -1,8 +1,11 @@
 """Online snapshots for `se-ctl backup`: every database, the config file, the certificate.
 
-Each database is copied with SQLite's backup API on its own writer thread (Database.run_raw),
-so the copy is consistent and no write is lost or blocked for longer than the copy; the reactor
-only schedules. The copies wait in a private directory under data_dir until se-ctl has read
+Each database is copied with SQLite's backup API from a connection of its own, in a worker
+thread, inside one read transaction: the copy is consistent, and since the store is in WAL mode
+the writer thread goes on committing while it runs (users keep chatting, the archive keeps
+writing), rather than waiting for the whole copy. Before copying, the writer's queue is drained,
+so everything the server had accepted when the backup began is in it. The reactor only
+schedules. The copies wait in a private directory under data_dir until se-ctl has read
 them in chunks over the control socket (the server never writes a path a caller names).
 """
 
@@ -90,7 +93,8 @@ class Snapshots:
         try:
             schemas: dict[str, int] = {}
             for name, db in self._databases().items():
-                schemas[name] = yield db.run_raw(_copy_database, db, directory / name)
+                yield db.run_raw(_nothing)  # every write queued before the backup is committed
+                schemas[name] = yield deferToThread(_copy_database, db.path, directory / name)
             yield deferToThread(_copy_files, self._files(), directory)
             snap.members = yield deferToThread(_describe_members, directory)
         except BaseException:
@@ -153,16 +157,26 @@ class Snapshots:
         shutil.rmtree(snap.directory, ignore_errors=True)
 
 
-def _copy_database(db: Database, target: Path) -> int:
-    """On the database's writer thread: a consistent copy; returns its schema version."""
-    source = db.connection()
+def _nothing() -> None:
+    return None
+
+
+def _copy_database(path: Path, target: Path) -> int:
+    """In a worker thread: a consistent copy of the database at path; its schema version.
+
+    All pages in one backup step, so one read transaction from start to end: WAL readers never
+    block the writer, and the copy never restarts. (Copying in several steps from a second
+    connection would restart at every write the writer commits meanwhile.)
+    """
+    source = sqlite3.connect(str(path), timeout=30)
     dest = sqlite3.connect(str(target))
     try:
-        source.backup(dest)
+        source.backup(dest, pages=-1)
         version: int = dest.execute("PRAGMA user_version").fetchone()[0]
         dest.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
     finally:
         dest.close()
+        source.close()
     os.chmod(target, 0o600)
     return version
 

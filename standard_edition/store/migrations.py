@@ -131,10 +131,79 @@ def _005_rooms(db: sqlite_utils.Database) -> None:
     )
 
 
+def _006_pep_private(db: sqlite_utils.Database) -> None:
+    # XEP-0163 PEP: each account's pubsub nodes, their configuration and their items
+    db["pep_nodes"].create(
+        {
+            "owner": str,  # account name
+            "node": str,
+            "config": str,  # JSON: pep/model.py NodeConfig
+            "affiliations": str,  # JSON: bare JID -> affiliation
+        },
+        pk=("owner", "node"),
+    )
+    db["pep_items"].create(
+        {
+            "owner": str,
+            "node": str,
+            "item": str,  # item id
+            "seq": int,  # publication order within the node
+            "publisher": str,
+            "stamp": float,  # epoch seconds
+            "payload": str,  # the item's XML
+        },
+        pk=("owner", "node", "item"),
+    )
+    db["pep_items"].create_index(["owner", "node", "seq"])
+    # XEP-0049 private XML storage: one element per account and namespace
+    db["private_storage"].create(
+        {"owner": str, "key": str, "xml": str},  # key: Clark name {ns}local
+        pk=("owner", "key"),
+    )
+
+
+def _007_vcards(db: sqlite_utils.Database) -> None:
+    # XEP-0054 vCard-temp: each account's card as the user set it, and what presence and the
+    # directory need from it without reading the card (no foreign key: removal order is free)
+    db["vcards"].create(
+        {
+            "username": str,
+            "vcard": str,  # the <vCard xmlns='vcard-temp'/> element's XML
+            "photo_sha1": str,  # XEP-0153: hex SHA-1 of the PHOTO's image data, or NULL
+            "fn": str,  # formatted name, or NULL
+            "email": str,  # first work e-mail address, or NULL
+            "updated": str,  # ISO 8601 UTC
+        },
+        pk="username",
+    )
+
+
+def _008_uploads(db: sqlite_utils.Database) -> None:
+    # XEP-0363: one row per uploaded file, kept as data_dir/uploads/<token> (upload/store.py);
+    # no foreign key, so removing an account leaves its files to expire
+    db["uploads"].create(
+        {
+            "token": str,  # the secret in the file's URL, and its name on disk
+            "owner": str,  # account name, for the quota
+            "filename": str,  # as the client named it
+            "content_type": str,
+            "size": int,
+            "created": float,  # epoch seconds
+            "expires": float,  # epoch seconds, or NULL: kept until removed
+        },
+        pk="token",
+    )
+    db["uploads"].create_index(["owner"])
+    db["uploads"].create_index(["expires"])
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _001_accounts_rosters),
     (2, _002_presence),
     (3, _003_sip_bindings),
     (4, _004_message_archive),
     (5, _005_rooms),
+    (6, _006_pep_private),
+    (7, _007_vcards),
+    (8, _008_uploads),
 ]

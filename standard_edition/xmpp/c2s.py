@@ -95,6 +95,8 @@ class C2SContext:
     origin: str = "internal"
     edge: EdgeGuard | None = None
     s2s: Any = None  # xmpp/s2s.py S2SService, when federation is on: iq to other domains
+    upload: Any = None  # upload/service.py UploadService on upload.<domain>, when listening
+    pep: Any = None  # pep/service.py PepService: caps of each client, PEP notifications
 
 
 class C2SProtocol(Protocol):
@@ -723,7 +725,11 @@ class C2SProtocol(Protocol):
                 if presence is None:
                     router.presence_unavailable(self, el.findtext(C + "status"))
                 else:
+                    initial = self.presence is None
                     router.presence_update(self, presence)
+                    if self.ctx.pep is not None:
+                        # XEP-0163 §4.3: what the client wants to hear of, and what it missed
+                        self.ctx.pep.endpoint_available(self, presence, initial)
             else:
                 router.directed_presence(self, to, presence)
         else:
@@ -743,6 +749,12 @@ class C2SProtocol(Protocol):
             elif answer is not None:
                 self.send_stanza(answer)
             return
+        upload = self.ctx.upload
+        if upload is not None and to is not None and to.domain == upload.domain:
+            reply = upload.iq(self, el, to)  # XEP-0363 slots and the service's disco
+            if reply is not None:
+                self.send_stanza(reply)
+            return
         if to is not None and to.domain != self.ctx.domain and self.ctx.s2s is not None:
             # another domain: over federation, when the policy lets this user reach it
             self.ctx.s2s.forward_iq(self, el, to)
@@ -755,6 +767,8 @@ class C2SProtocol(Protocol):
                 return
             raise StanzaError("service-unavailable")
         if itype in ("result", "error"):
+            if self.ctx.pep is not None:
+                self.ctx.pep.iq_answer(self, el)  # the answer to the server's caps query
             return
         reply = self.ctx.iq.handle(self, el, to)
         if isinstance(reply, Deferred):

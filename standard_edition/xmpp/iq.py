@@ -10,14 +10,15 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 
 from standard_edition import __version__
+from standard_edition.core.directory import Directory
 from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Undeliverable
-from standard_edition.xmpp import adhoc, mam
+from standard_edition.xmpp import adhoc, mam, register, search, vcard
 from standard_edition.xmpp.stanzas import (
     NS_ROSTER,
     C,
@@ -43,6 +44,13 @@ MAX_ROSTER_NAME = 1024
 MAX_GROUPS = 64
 
 Handler = Callable[["C2SProtocol", ET.Element, ET.Element, JID | None], ET.Element | None]
+
+
+class AccountNodes(Protocol):
+    """What an account's disco shows of its nodes (pep/handlers.py): None, no such node."""
+
+    def account_info(self, owner: str, who: JID, node: str | None) -> ET.Element | None: ...
+    def account_items(self, owner: str, who: JID, node: str | None) -> list[ET.Element] | None: ...
 
 
 class IqHandlers:
@@ -71,6 +79,31 @@ class IqHandlers:
             (NS_BLOCKING, "block"): self._block,
             (NS_BLOCKING, "unblock"): self._block,
         }
+        # more services on subdomains for disco#items, e.g. upload.<domain> (server.py)
+        self.services: list[dict[str, str]] = []
+        # XEP-0054 cards and XEP-0055 directory: the server sets these up (server.py)
+        self.vcards: vcard.VCards | None = None
+        self.directory: Directory | None = None
+        self._account[(vcard.NS_VCARD, "vCard")] = self._vcard
+        self._account[(register.NS_REGISTER, "query")] = self._register
+        self._server[(register.NS_REGISTER, "query")] = self._register
+        self._server[(search.NS_SEARCH, "query")] = self._search
+        # requests to another account's bare address a service answers itself (pep/)
+        self._other: dict[tuple[str, str], Handler] = {}
+        # what the account's disco#info shows besides registered (XEP-0163 §6: pubsub/pep),
+        # and the service that describes its nodes (disco with a node, disco#items)
+        self.account_identities: list[tuple[str, str]] = []
+        self.account_features: list[str] = []
+        self.account_nodes: AccountNodes | None = None
+
+    def register_account(
+        self, ns: str, name: str, handler: Handler, *, others: bool = False
+    ) -> None:
+        """Answer <name xmlns=ns/> requests to the user's own account, and with `others` also
+        those to another account's bare address (the handler then checks who may ask)."""
+        self._account[(ns, name)] = handler
+        if others:
+            self._other[(ns, name)] = handler
 
     def server_features(self) -> list[str]:
         features = [
@@ -87,6 +120,11 @@ class IqHandlers:
             features.append(NS_VERSION)
         if self.offline_enabled():
             features.append(NS_OFFLINE)
+        features.append(register.NS_REGISTER)  # password change only; offered after sign-in
+        if self.vcards is not None:
+            features.append(vcard.NS_VCARD)
+        if self.directory is not None:
+            features.append(search.NS_SEARCH)
         return sorted(features)
 
     def handle(self, stream: C2SProtocol, iq: ET.Element, to: JID | None) -> ET.Element | None:
@@ -123,6 +161,15 @@ class IqHandlers:
     ) -> ET.Element:
         router = stream.ctx.router
         user = router.local_user(to)
+        handler = self._other.get((ns, child.tag.rpartition("}")[2]))
+        if handler is not None:
+            try:
+                return handler(stream, iq, child, to)  # type: ignore[return-value]
+            except StanzaError as e:
+                return error_reply(iq, e.condition, e.text)
+        if ns == vcard.NS_VCARD and self.vcards is not None:
+            # XEP-0054 §3.2: anyone may ask; the card's owner's access levels decide
+            return vcard.other_card(self.vcards, stream, iq, user)  # type: ignore[return-value]
         # RFC 6121 §8.5.1: an account that does not exist and one that does not share its
         # presence look the same from outside
         visible = user is not None and router.rosters.state(user, stream.jid.bare).has_from  # type: ignore[union-attr]
@@ -139,10 +186,25 @@ class IqHandlers:
             q = sub(reply, "{" + NS_LAST + "}query", {"seconds": str(int(time.time() - seen[0]))})
             q.text = seen[1] or None
             return reply
+        if user is not None and ns in (NS_DISCO_INFO, NS_DISCO_ITEMS) and child.get("node"):
+            # a node's own access model decides (an open one is read by anyone)
+            if iq.get("type") != "get":
+                return error_reply(iq, "bad-request", "disco is a get")
+            try:
+                if ns == NS_DISCO_INFO:
+                    return self._node_info(stream, iq, child, user)
+                return self._node_items(stream, iq, child, user)
+            except StanzaError as e:
+                return error_reply(iq, e.condition, e.text)
+        if visible and ns == NS_DISCO_ITEMS and iq.get("type") == "get":
+            assert user is not None
+            return self._node_items(stream, iq, child, user)
         if visible and ns == NS_DISCO_INFO and iq.get("type") == "get":
             reply = _result(iq)
             q = sub(reply, "{" + NS_DISCO_INFO + "}query")
             sub(q, "{" + NS_DISCO_INFO + "}identity", {"category": "account", "type": "registered"})
+            for category, kind in self.account_identities:
+                sub(q, "{" + NS_DISCO_INFO + "}identity", {"category": category, "type": kind})
             return reply
         return error_reply(iq, "service-unavailable")
 
@@ -180,6 +242,8 @@ class IqHandlers:
             # XEP-0045 §6.1: the conference service is found through the server's items
             conference = {"jid": f"conference.{self.domain}", "name": "Conferences"}
             sub(out, "{" + NS_DISCO_ITEMS + "}item", conference)
+            for item in self.services:
+                sub(out, "{" + NS_DISCO_ITEMS + "}item", item)
         if node == adhoc.NS_COMMANDS:
             # XEP-0050 §2.2: the commands a user may run
             out.set("node", node)
@@ -215,18 +279,56 @@ class IqHandlers:
         sub(out, "{" + NS_VERSION + "}version", text=__version__)
         return reply
 
+    def _search(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element:
+        if self.directory is None:
+            raise StanzaError("service-unavailable")
+        return search.handle(self.directory, stream, iq, q)
+
+    def _register(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element | Deferred[ET.Element]:
+        return register.handle(stream, iq, q)
+
     # -- the user's own account --------------------------------------------------------------
+
+    def _vcard(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
+    ) -> ET.Element | Deferred[ET.Element]:
+        if self.vcards is None:
+            raise StanzaError("service-unavailable")
+        return vcard.own_card(self.vcards, stream, iq, q)  # type: ignore[no-any-return]
 
     def _account_disco_info(
         self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
     ) -> ET.Element:
         if iq.get("type") != "get":
             raise StanzaError("bad-request", "disco#info is a get")
+        assert stream.jid is not None and stream.jid.local is not None
+        if q.get("node"):
+            return self._node_info(stream, iq, q, stream.jid.local)
         reply = _result(iq)
         out = sub(reply, "{" + NS_DISCO_INFO + "}query")
         sub(out, "{" + NS_DISCO_INFO + "}identity", {"category": "account", "type": "registered"})
-        for feature in (NS_DISCO_INFO, mam.NS_MAM):
+        for category, kind in self.account_identities:
+            sub(out, "{" + NS_DISCO_INFO + "}identity", {"category": category, "type": kind})
+        for feature in sorted({NS_DISCO_INFO, mam.NS_MAM, *self.account_features}):
             sub(out, "{" + NS_DISCO_INFO + "}feature", {"var": feature})
+        return reply
+
+    def _node_info(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, owner: str
+    ) -> ET.Element:
+        """disco#info of one of an account's nodes (XEP-0060 §5.3)."""
+        assert stream.jid is not None
+        found = None
+        if self.account_nodes is not None:
+            found = self.account_nodes.account_info(owner, stream.jid, q.get("node"))
+        if found is None:
+            raise StanzaError("item-not-found", "no such node")
+        reply = _result(iq)
+        reply.append(found)
         return reply
 
     def _account_disco_items(
@@ -234,8 +336,25 @@ class IqHandlers:
     ) -> ET.Element:
         if iq.get("type") != "get":
             raise StanzaError("bad-request", "disco#items is a get")
+        assert stream.jid is not None and stream.jid.local is not None
+        return self._node_items(stream, iq, q, stream.jid.local)
+
+    def _node_items(
+        self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, owner: str
+    ) -> ET.Element:
+        """XEP-0163 §6: an account's nodes, or one node's items."""
+        assert stream.jid is not None
+        node = q.get("node")
+        items: list[ET.Element] | None = [] if node is None else None
+        if self.account_nodes is not None:
+            items = self.account_nodes.account_items(owner, stream.jid, node)
+        if items is None:
+            raise StanzaError("item-not-found", "no such node")
         reply = _result(iq)
-        sub(reply, "{" + NS_DISCO_ITEMS + "}query")
+        out = sub(reply, "{" + NS_DISCO_ITEMS + "}query")
+        if node is not None:
+            out.set("node", node)
+        out.extend(items)
         return reply
 
     def _mam(

@@ -23,6 +23,7 @@ from standard_edition.conference.service import Conferences, archive_name
 from standard_edition.core.history import decode_message
 from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Message
+from standard_edition.core.url_filter import FILTERED_TYPES
 from standard_edition.xmpp import mam
 from standard_edition.xmpp.stanzas import C, StanzaError, error_reply, sub
 
@@ -355,7 +356,11 @@ class MucService:
         out = ET.Element(
             C + "message", {"from": f"{room.jid}/{occ.nick}", "type": el.get("type", "chat")}
         )
-        out.extend(list(el))
+        payload: tuple[ET.Element, ...] = tuple(el)
+        if el.get("type", "normal") in FILTERED_TYPES:
+            # the IM URL filter covers private lines too (raises LinkBlocked: not-acceptable)
+            _, payload, _ = self.router.url_filter.apply(el.findtext(C + "body"), payload)
+        out.extend(payload)
         x = sub(out, USER + "x")
         del x  # §7.5: private messages carry an empty muc#user x
         self._send(target.jid, out)

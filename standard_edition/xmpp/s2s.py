@@ -12,12 +12,20 @@ we send on streams we opened and receive on streams the peer opened.
 queues stanzas while the stream comes up, and bounces messages with remote-server-not-found or
 remote-server-timeout when it cannot. The federation policy is checked before a connection is
 opened or accepted: a refused domain gets a stream error and nothing else.
+
+Outgoing streams are per pair of domains (RFC 6120 §4.1): stanzas from our conference service
+(conference.<domain>) leave on a stream of their own, authenticated for that name. A stream
+with no stanza for [federation] idle_timeout seconds is closed with </stream:stream> (either
+direction); the next stanza opens a new one and waits in the queue meanwhile. Whitespace
+keepalives are accepted but do not count as traffic. A certificate reload (SIGHUP) reaches the
+streams opened after it, as our server certificate and as our client certificate.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import random
 import secrets
 import xml.etree.ElementTree as ET
@@ -73,6 +81,7 @@ STREAM_ERROR = "{" + NS_STREAMS + "}error"
 DEFAULT_PORT = 5269
 MAX_QUEUE = 1000  # stanzas waiting for one domain's stream
 AUTH_TIMEOUT = 60.0  # seconds an inbound stream may stay unauthenticated
+CLOSE_GRACE = 10.0  # seconds we wait for the peer's </stream:stream> after sending ours
 STANZAS = frozenset({"message", "presence", "iq"})
 
 
@@ -158,6 +167,15 @@ def _peer_chain(transport: Any) -> list[bytes]:
     return [c.public_bytes(serialization.Encoding.DER) for c in chain]
 
 
+def _leaf_sha256(transport: Any) -> str | None:
+    chain = _peer_chain(transport)
+    return hashlib.sha256(chain[0]).hexdigest() if chain else None
+
+
+def _ours(host: str, domain: str) -> bool:
+    return host == domain or host.endswith("." + domain)
+
+
 # -- the service ---------------------------------------------------------------------------------
 
 
@@ -184,11 +202,18 @@ class S2SService:
         max_stanza_size: int = 262_144,
         bind_host: str | None = None,
         resolver: Any = None,
+        idle_timeout: float = 0,
     ) -> None:
         self.reactor = reactor
         self.router = router
         self.domain = domain
         self.policy = policy
+        # answers iq gets for a local user's bare address, as (iq, sender, user) -> reply,
+        # a Deferred reply, or None when not its namespace (xmpp/vcard.py: XEP-0054 cards)
+        self.account_iq: Callable[[ET.Element, JID, str], Any] | None = None
+        # told of each available (extension elements) or unavailable (None) presence from a
+        # remote full address to a local user (pep/service.py: a partner client's caps)
+        self.presence_seen: list[Callable[[JID, JID, tuple[ET.Element, ...] | None], None]] = []
         self.tls_options = tls_options  # a fresh CertificateOptions of our pair
         self.hosts = hosts
         self.connect_timeout = connect_timeout
@@ -196,9 +221,20 @@ class S2SService:
         self.max_stanza_size = max_stanza_size
         self.bind_host = bind_host
         self.resolver = resolver
+        self.idle_timeout = (
+            idle_timeout  # seconds without a stanza before a stream closes; 0: never
+        )
         self.secret = secrets.token_bytes(32)  # XEP-0185: per boot, never stored
-        self.outgoing: dict[str, Outbound] = {}
+        # the names streams are opened from and accepted for: the domain, and services of ours
+        # that federate themselves (conference.<domain>, added by xmpp/muc_federation.py)
+        self.local_domains: set[str] = {domain}
+        # (our domain, theirs) -> the outgoing stream between them
+        self.outgoing: dict[tuple[str, str], Outbound] = {}
         self.inbound: set[Inbound] = set()
+        # the peer's certificate (SHA-256 of its DER) last seen per domain and direction
+        self.peer_certificates: dict[str, dict[str, str]] = {}
+        # stanzas for our conference service (xmpp/muc_federation.py), when rooms federate
+        self.rooms: Any = None
         self.counters = {
             "s2s_in_streams": 0,
             "s2s_out_streams": 0,
@@ -206,6 +242,7 @@ class S2SService:
             "s2s_dialback": 0,
             "s2s_external": 0,
             "s2s_bounced": 0,
+            "s2s_idle_closed": 0,
         }
         policy.on_refused.append(self._policy_changed)
         self._server_tls: ServerTLS | None = None
@@ -221,14 +258,24 @@ class S2SService:
             self._server_tls = ServerTLS(self.tls_options())
         return self._server_tls
 
+    def set_certificate(self, server_options: Any, client_options: Any) -> None:
+        """A reloaded certificate: streams opened from now on use it, both ways; open ones
+        keep theirs. The options are built off the reactor (they read the PEM files)."""
+        self._server_tls = ServerTLS(server_options)
+        self._client_options = client_options
+
     # -- policy ------------------------------------------------------------------------------
 
     def allowed(self, domain: str) -> bool:
-        return domain != self.domain and self.policy.domain_allowed(domain)
+        return not _ours(domain, self.domain) and self.policy.domain_allowed(domain)
+
+    def is_local(self, domain: str) -> bool:
+        """A name this server answers s2s streams for."""
+        return domain in self.local_domains
 
     def _policy_changed(self, _: str) -> None:
         """A domain may no longer be allowed: its streams end, its queue bounces."""
-        for domain, out in list(self.outgoing.items()):
+        for (_local, domain), out in list(self.outgoing.items()):
             if not self.allowed(domain):
                 out.abandon("remote-server-not-found", "federation with it is not allowed")
         for stream in list(self.inbound):
@@ -269,28 +316,38 @@ class S2SService:
         d.addErrback(bounced)
 
     def send(self, domain: str, el: ET.Element, want_result: bool = False) -> Deferred[None]:
-        """Queue or write one stanza to `domain`; the Deferred fires when it is written."""
+        """Queue or write one stanza to `domain`; the Deferred fires when it is written.
+        It leaves on the stream from the domain of its sender (ours or one of our services)."""
         if not self.allowed(domain):
             return fail(Undeliverable("remote-server-not-found", f"no route to {domain}"))
-        out = self.outgoing.get(domain)
-        if out is None or out.finished:
-            out = self.outgoing[domain] = Outbound(self, domain)
-            out.start()
+        out = self._stream(self._local_of(el), domain)
         d: Deferred[None] | None = Deferred() if want_result else None
         out.queue(_out(el), d)
         if d is None:
             return succeed(None)
         return d
 
+    def _local_of(self, el: ET.Element) -> str:
+        sender = el.get("from", "")
+        host = sender.split("/", 1)[0].rsplit("@", 1)[-1].lower()
+        return host if host in self.local_domains else self.domain
+
+    def _stream(self, local: str, domain: str) -> Outbound:
+        out = self.outgoing.get((local, domain))
+        if out is None or out.finished:
+            out = self.outgoing[(local, domain)] = Outbound(self, domain, local)
+            out.start()
+        return out
+
     # -- dialback verification (we are the receiving server) ---------------------------------
 
-    def verify(self, originating: str, stream_id: str, key: str) -> Deferred[bool]:
-        """XEP-0220 §2.3: ask `originating`'s authoritative server whether the key is its own."""
-        out = self.outgoing.get(originating)
-        if out is None or out.finished:
-            out = self.outgoing[originating] = Outbound(self, originating)
-            out.start()
-        return out.ask_verify(stream_id, key)
+    def verify(
+        self, originating: str, stream_id: str, key: str, receiving: str | None = None
+    ) -> Deferred[bool]:
+        """XEP-0220 §2.3: ask `originating`'s authoritative server whether the key is its own
+        (made for `receiving`, one of our names), over our domain's stream to it."""
+        out = self._stream(self.domain, originating)
+        return out.ask_verify(stream_id, key, receiving or self.domain)
 
     # -- what arrives --------------------------------------------------------------------------
 
@@ -301,7 +358,11 @@ class S2SService:
         sender = parse_jid(el.get("from", ""))
         to = parse_jid(el.get("to", ""))
         try:
-            if kind == "message":
+            if to.domain != self.domain and self.rooms is not None and self.rooms.handles(to):
+                self.rooms.incoming(el, sender, to)
+            elif self._passed_through(el, to):
+                pass
+            elif kind == "message":
                 self._message_in(el, sender, to)
             elif kind == "presence":
                 self._presence_in(el, sender, to)
@@ -311,6 +372,16 @@ class S2SService:
             self._bounce(el, e.condition, e.text)
         except Undeliverable as e:
             self._bounce(el, e.condition, e.text)
+
+    def _passed_through(self, el: ET.Element, to: JID) -> bool:
+        """An error presence for one of our clients (a partner's room refused a join) goes
+        to that client as it is; the core has no presence value for it."""
+        if local_name(el.tag) != "presence" or el.get("type") != "error" or to.resource is None:
+            return False
+        target = self.router.sessions.get(to) if to.domain == self.domain else None
+        if target is not None and hasattr(target, "deliver_stanza"):
+            target.deliver_stanza(el)
+        return True
 
     def _bounce(self, el: ET.Element, condition: str, text: str = "") -> None:
         if el.get("type") == "error":
@@ -347,11 +418,14 @@ class S2SService:
         elif ptype == "probe":
             self.router.remote_probe(sender, to)
         elif ptype is None:
-            self.router.remote_presence(
-                sender, to, presence_from_stanza(el, self.reactor.seconds())
-            )
+            presence = presence_from_stanza(el, self.reactor.seconds())
+            self.router.remote_presence(sender, to, presence)
+            for seen in self.presence_seen:
+                seen(sender, to, presence.payload)
         elif ptype == "unavailable":
             self.router.remote_presence(sender, to, None)
+            for seen in self.presence_seen:
+                seen(sender, to, None)
 
     def _iq_in(self, el: ET.Element, sender: JID, to: JID) -> None:
         itype = el.get("type")
@@ -381,16 +455,32 @@ class S2SService:
                 ET.SubElement(q, "{http://jabber.org/protocol/disco#info}feature", {"var": var})
             self.send(sender.domain, reply)
             return
+        user = self.router.local_user(to) if to.resource is None else None
+        answer = (
+            None if user is None or self.account_iq is None else self.account_iq(el, sender, user)
+        )
+        if answer is not None:
+            d = answer if isinstance(answer, Deferred) else succeed(answer)
+            d.addCallback(lambda reply: self.send(sender.domain, reply))
+            d.addErrback(self._account_iq_failed, el, sender)
+            return
         raise StanzaError("service-unavailable")
+
+    def _account_iq_failed(self, f: failure.Failure, el: ET.Element, sender: JID) -> None:
+        log.err(f, f"s2s: iq from {sender} not answered")
+        self._bounce(el, "internal-server-error")
 
     # -- finding the peer ----------------------------------------------------------------------
 
     def resolve(self, domain: str) -> Deferred[list[tuple[str, int]]]:
-        """[federation.hosts] first, then SRV _xmpp-server._tcp (RFC 6120 §3.2.1), then the
-        domain's own address on 5269 (§3.2.2)."""
-        entry = self.hosts.get(domain, {}).get("xmpp")
-        if entry is not None:
-            return succeed([(entry.host, entry.port)])
+        """[federation.hosts] first (a partner's entry serves its subdomains too, e.g. its
+        conference service), then SRV _xmpp-server._tcp (RFC 6120 §3.2.1), then the domain's
+        own address on 5269 (§3.2.2)."""
+        labels = domain.split(".")
+        for i in range(len(labels) - 1):
+            entry = self.hosts.get(".".join(labels[i:]), {}).get("xmpp")
+            if entry is not None:
+                return succeed([(entry.host, entry.port)])
         from twisted.names import client, dns, error
 
         resolver = self.resolver or client
@@ -412,11 +502,23 @@ class S2SService:
 
     def status(self) -> dict[str, Any]:
         authenticated = sorted({d for s in self.inbound for d in s.authenticated})
+        outgoing = {
+            (d if local == self.domain else f"{local} -> {d}"): o.state
+            for (local, d), o in sorted(self.outgoing.items())
+            if not o.finished
+        }
         return {
             **self.counters,
-            "outgoing": {d: o.state for d, o in sorted(self.outgoing.items()) if not o.finished},
+            "outgoing": outgoing,
             "incoming": authenticated,
+            "idle_timeout": self.idle_timeout,
+            "peer_certificates": {d: dict(v) for d, v in sorted(self.peer_certificates.items())},
         }
+
+    def saw_certificate(self, domain: str, direction: str, transport: Any) -> None:
+        fp = _leaf_sha256(transport)
+        if fp is not None:
+            self.peer_certificates.setdefault(domain, {})[direction] = fp
 
     def stop(self) -> None:
         for out in list(self.outgoing.values()):
@@ -438,18 +540,22 @@ def _answer(el: ET.Element) -> dict[str, str]:
 
 
 class Outbound:
-    """One domain's outgoing stream: resolve, connect, TLS, authenticate, then send."""
+    """The outgoing stream from one of our names to one domain: resolve, connect, TLS,
+    authenticate, then send; closed again after idle_timeout without a stanza."""
 
-    def __init__(self, service: S2SService, domain: str) -> None:
+    def __init__(self, service: S2SService, domain: str, local: str | None = None) -> None:
         self.service = service
         self.domain = domain
+        self.local = local or service.domain  # the name we speak as on this stream
         self.state = "resolving"
         self.finished = False
         self.pending: list[_Pending] = []
         self.verifies: dict[tuple[str, str], list[Deferred[bool]]] = {}
-        self.unsent_verifies: list[tuple[str, str]] = []
+        self.unsent_verifies: list[tuple[str, str, str]] = []
         self.protocol: OutboundProtocol | None = None
         self.timer: Any = None
+        self.idle_timer: Any = None
+        self.last_stanza = 0.0
         self.addresses: list[tuple[str, int]] = []
 
     def start(self) -> None:
@@ -489,6 +595,7 @@ class Outbound:
     def queue(self, data: bytes, d: Deferred[None] | None) -> None:
         if self.state == "ready" and self.protocol is not None:
             self.protocol.transport.write(data)
+            self.last_stanza = self.service.reactor.seconds()
             if d is not None:
                 d.callback(None)
             return
@@ -498,16 +605,16 @@ class Outbound:
             return
         self.pending.append(_Pending(data, d))
 
-    def ask_verify(self, stream_id: str, key: str) -> Deferred[bool]:
+    def ask_verify(self, stream_id: str, key: str, receiving: str) -> Deferred[bool]:
         d: Deferred[bool] = Deferred()
         first = (stream_id, key) not in self.verifies
         self.verifies.setdefault((stream_id, key), []).append(d)
         if first:
             p = self.protocol
             if p is not None and p.secure and p.header_in:
-                p.send_verify(stream_id, key)
+                p.send_verify(stream_id, key, receiving)
             else:
-                self.unsent_verifies.append((stream_id, key))
+                self.unsent_verifies.append((stream_id, key, receiving))
         return d
 
     def verify_answer(self, stream_id: str, valid: bool) -> None:
@@ -521,12 +628,37 @@ class Outbound:
             self.timer.cancel()
         self.timer = None
         assert self.protocol is not None
+        self.service.saw_certificate(self.domain, "outbound", self.protocol.transport)
         pending, self.pending = self.pending, []
         for p in pending:
             self.protocol.transport.write(p.data)
             if p.done is not None:
                 p.done.callback(None)
-        log.msg(f"s2s: stream to {self.domain} authenticated")
+        self.last_stanza = self.service.reactor.seconds()
+        self._watch_idle()
+        log.msg(f"s2s: stream {self.local} -> {self.domain} authenticated")
+
+    def _watch_idle(self, delay: float | None = None) -> None:
+        timeout = self.service.idle_timeout
+        if timeout > 0 and not self.finished:
+            self.idle_timer = self.service.reactor.callLater(
+                timeout if delay is None else delay, self._idle_check
+            )
+
+    def _idle_check(self) -> None:
+        """No stanza for idle_timeout: close the stream cleanly; the next stanza reopens it."""
+        self.idle_timer = None
+        if self.finished:
+            return
+        quiet = self.service.reactor.seconds() - self.last_stanza
+        timeout = self.service.idle_timeout
+        if quiet < timeout or self.verifies:
+            # traffic meanwhile, or a dialback answer still awaited on this stream
+            self._watch_idle(max(timeout - quiet, 0.05) if not self.verifies else timeout)
+            return
+        log.msg(f"s2s: stream {self.local} -> {self.domain} idle for {quiet:.0f}s; closing it")
+        self.service.counters["s2s_idle_closed"] += 1
+        self.abandon("remote-server-timeout", "the stream was idle")
 
     def connection_failed(self, reason: str) -> None:
         if self.addresses and self.state != "ready":
@@ -540,10 +672,11 @@ class Outbound:
             return
         self.finished = True
         self.state = "closed"
-        if self.service.outgoing.get(self.domain) is self:
-            del self.service.outgoing[self.domain]
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
+        if self.service.outgoing.get((self.local, self.domain)) is self:
+            del self.service.outgoing[(self.local, self.domain)]
+        for timer in (self.timer, self.idle_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
         pending, self.pending = self.pending, []
         for p in pending:
             if p.done is not None:
@@ -585,6 +718,9 @@ class OutboundProtocol(Protocol):
         self.tried_external = False
         self.tried_dialback = False
         self.restarted = False
+        self.draining = False  # we sent </stream:stream> and read until the peer's
+        self.peer_closed = False
+        self.grace: Any = None
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)  # many small stanzas: no Nagle pauses
@@ -594,10 +730,12 @@ class OutboundProtocol(Protocol):
 
     def _open(self) -> None:
         self.header_in = False
-        self.transport.write(s2s_header(self.svc.domain, self.out.domain, None))
+        self.transport.write(s2s_header(self.out.local, self.out.domain, None))
 
     def connectionLost(self, reason: failure.Failure | None = None) -> None:
         self.closing = True
+        if self.grace is not None and self.grace.active():
+            self.grace.cancel()
         if self.out.protocol is self:
             self.out.protocol = None
             if self.out.state == "ready":
@@ -607,19 +745,25 @@ class OutboundProtocol(Protocol):
                 self.out.connection_failed("the stream closed during negotiation")
 
     def close(self, shutdown: bool = False) -> None:
+        """RFC 6120 §4.4: our </stream:stream>, then the peer's before the TCP goes; a
+        stream that was authenticated waits (a short while) for the peer's closing tag."""
         if self.closing:
             return
         self.closing = True
         self.transport.write(STREAM_CLOSE)
-        self.transport.loseConnection()
+        if self.authenticated and self.header_in and not shutdown and not self.peer_closed:
+            self.draining = True
+            self.grace = self.svc.reactor.callLater(CLOSE_GRACE, self.transport.loseConnection)
+        else:
+            self.transport.loseConnection()
 
     def fail(self, why: str) -> None:
-        log.msg(f"s2s: stream to {self.out.domain}: {why}")
+        log.msg(f"s2s: stream {self.out.local} -> {self.out.domain}: {why}")
         self.out.addresses = []
         self.out.abandon("remote-server-not-found", why)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing and not self.draining:
             return
         try:
             events = self.parser.feed(data)
@@ -629,6 +773,12 @@ class OutboundProtocol(Protocol):
             return
         self.restarted = False
         for ev in events:
+            if self.draining:
+                if isinstance(ev, StreamClosed):
+                    self.draining = False
+                    self.transport.loseConnection()
+                    return
+                continue  # only the peer's closing tag matters now
             if self.closing or self.restarted:
                 return
             if isinstance(ev, StreamOpened):
@@ -641,6 +791,7 @@ class OutboundProtocol(Protocol):
                     log.err(None, f"s2s: stream to {self.out.domain}")
                     self.fail("internal error")
             elif isinstance(ev, StreamClosed):
+                self.peer_closed = True
                 self.fail("the peer closed the stream")
 
     def _element(self, el: ET.Element) -> None:
@@ -683,8 +834,8 @@ class OutboundProtocol(Protocol):
                 return
             self.transport.write(f"<starttls xmlns='{NS_TLS}'/>".encode())
             return
-        for stream_id, key in self.out.unsent_verifies:
-            self.send_verify(stream_id, key)
+        for stream_id, key, receiving in self.out.unsent_verifies:
+            self.send_verify(stream_id, key, receiving)
         self.out.unsent_verifies.clear()
         if self.authenticated:
             self.out.ready()  # after SASL EXTERNAL and the stream restart
@@ -693,7 +844,7 @@ class OutboundProtocol(Protocol):
         names = [m.text for m in mechs] if mechs is not None else []
         if "EXTERNAL" in names and not self.tried_external:
             self.tried_external = True
-            authzid = base64.b64encode(self.svc.domain.encode()).decode()
+            authzid = base64.b64encode(self.out.local.encode()).decode()
             self.transport.write(
                 f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>{authzid}</auth>".encode()
             )
@@ -706,17 +857,17 @@ class OutboundProtocol(Protocol):
             return
         self.tried_dialback = True
         key = dialback.dialback_key(
-            self.svc.secret, self.out.domain, self.svc.domain, self.stream_id
+            self.svc.secret, self.out.domain, self.out.local, self.stream_id
         )
         self.transport.write(
-            _db("result", **{"from": self.svc.domain, "to": self.out.domain, "text": key})
+            _db("result", **{"from": self.out.local, "to": self.out.domain, "text": key})
         )
 
-    def send_verify(self, stream_id: str, key: str) -> None:
+    def send_verify(self, stream_id: str, key: str, receiving: str) -> None:
         self.transport.write(
             _db(
                 "verify",
-                **{"from": self.svc.domain, "to": self.out.domain, "id": stream_id, "text": key},
+                **{"from": receiving, "to": self.out.domain, "id": stream_id, "text": key},
             )
         )
 
@@ -739,6 +890,10 @@ class Inbound(Protocol):
         self.host = ""
         self.refused = False
         self.timer: Any = None
+        self.local = service.domain  # the name the peer opened the stream to
+        self.draining = False  # we closed it (idle) and still read until the peer's close
+        self.idle_timer: Any = None
+        self.last_stanza = 0.0
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -764,10 +919,39 @@ class Inbound(Protocol):
         if self.svc.guard is not None:
             self.svc.guard.connection_closed(self.host)
         self.svc.inbound.discard(self)
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
+        for timer in (self.timer, self.idle_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+
+    def _watch_idle(self, delay: float | None = None) -> None:
+        timeout = self.svc.idle_timeout
+        if timeout > 0 and not self.closing:
+            self.idle_timer = self.svc.reactor.callLater(
+                timeout if delay is None else delay, self._idle_check
+            )
+
+    def _idle_check(self) -> None:
+        """No stanza for idle_timeout (whitespace does not count): RFC 6120 §4.4 close; the
+        peer opens a new stream when it has something to send."""
+        self.idle_timer = None
+        if self.closing:
+            return
+        quiet = self.svc.reactor.seconds() - self.last_stanza
+        if quiet < self.svc.idle_timeout:
+            self._watch_idle(max(self.svc.idle_timeout - quiet, 0.05))
+            return
+        who = ", ".join(sorted(self.authenticated)) or self.host
+        log.msg(f"s2s: stream from {who} idle for {quiet:.0f}s; closing it")
+        self.svc.counters["s2s_idle_closed"] += 1
+        self.closing = self.draining = True
+        self.transport.write(STREAM_CLOSE)
+        # stanzas the peer sent before it saw our closing tag are still read (§4.4)
+        self.timer = self.svc.reactor.callLater(CLOSE_GRACE, self.transport.loseConnection)
 
     def stream_error(self, condition: str, text: str = "") -> None:
+        if self.draining:
+            self.transport.loseConnection()  # our closing tag went out already
+            return
         if self.closing:
             return
         if not self.header_sent:
@@ -779,10 +963,10 @@ class Inbound(Protocol):
     def _header(self, to: str | None) -> None:
         self.header_sent = True
         self.stream_id = secrets.token_hex(12)
-        self.transport.write(s2s_header(self.svc.domain, to, self.stream_id))
+        self.transport.write(s2s_header(self.local, to, self.stream_id))
 
     def dataReceived(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing and not self.draining:
             return
         try:
             events = self.parser.feed(data)
@@ -791,7 +975,7 @@ class Inbound(Protocol):
             return
         self.restarted = False
         for ev in events:
-            if self.closing or self.restarted:
+            if (self.closing and not self.draining) or self.restarted:
                 return
             try:
                 if isinstance(ev, StreamOpened):
@@ -799,8 +983,9 @@ class Inbound(Protocol):
                 elif isinstance(ev, StanzaReceived):
                     self._element(ev.element)
                 elif isinstance(ev, StreamClosed):
-                    self.closing = True
-                    self.transport.write(STREAM_CLOSE)
+                    if not self.closing:
+                        self.transport.write(STREAM_CLOSE)
+                    self.closing, self.draining = True, False
                     self.transport.loseConnection()
             except Exception:
                 log.err(None, f"s2s: inbound stream from {self.host}")
@@ -809,11 +994,13 @@ class Inbound(Protocol):
     def _opened(self, ev: StreamOpened) -> None:
         peer = (ev.attrs.get("from") or "").lower().rstrip(".") or None
         to = (ev.attrs.get("to") or "").lower().rstrip(".")
+        if to and self.svc.is_local(to):
+            self.local = to  # our domain, or a service of ours such as conference.<domain>
         self._header(peer)
         if ev.default_ns != NS_SERVER:
             self.stream_error("invalid-namespace", "this port serves jabber:server streams")
             return
-        if to and to != self.svc.domain:
+        if to and not self.svc.is_local(to):
             self.stream_error("host-unknown")
             return
         if peer is not None and not self.svc.allowed(peer):
@@ -891,18 +1078,23 @@ class Inbound(Protocol):
         self.restarted = True
 
     def _authenticated(self, domain: str, how: str) -> None:
+        first = not self.authenticated
         self.authenticated.add(domain)
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
-        log.msg(f"s2s: stream from {domain} ({self.host}) authenticated by {how}")
+        self.svc.saw_certificate(domain, "inbound", self.transport)
+        if first:
+            self.last_stanza = self.svc.reactor.seconds()
+            self._watch_idle()
+        log.msg(f"s2s: stream from {domain} to {self.local} ({self.host}) authenticated by {how}")
 
     def _db_result(self, el: ET.Element) -> None:
         """XEP-0220 §2.2: the originating server offers a key; we check it with its server."""
         originating = (el.get("from") or "").lower()
         receiving = (el.get("to") or "").lower()
         key = (el.text or "").strip()
-        if receiving != self.svc.domain:
+        if not self.svc.is_local(receiving):
             self.transport.write(
                 _db("result", **{"from": receiving, "to": originating, "type": "error"})
             )
@@ -913,21 +1105,20 @@ class Inbound(Protocol):
             return
         if self._cert_proves(originating):
             # XEP-0344: a certificate that proves the domain makes the round trip unnecessary
-            self._db_answer(originating, True)
+            self._db_answer(originating, True, receiving)
             return
-        d = self.svc.verify(originating, self.stream_id, key)
-        d.addCallback(lambda valid: self._db_answer(originating, valid))
+        d = self.svc.verify(originating, self.stream_id, key, receiving)
+        d.addCallback(lambda valid: self._db_answer(originating, valid, receiving))
         d.addErrback(
             lambda f: (log.err(f, "s2s: dialback verify"), self._db_answer(originating, False))
         )
 
-    def _db_answer(self, originating: str, valid: bool) -> None:
+    def _db_answer(self, originating: str, valid: bool, receiving: str | None = None) -> None:
         if self.closing:
             return
         result = "valid" if valid else "invalid"
-        self.transport.write(
-            _db("result", **{"from": self.svc.domain, "to": originating, "type": result})
-        )
+        ours = receiving or self.local
+        self.transport.write(_db("result", **{"from": ours, "to": originating, "type": result}))
         if valid:
             self._authenticated(originating, "dialback")
         else:
@@ -939,7 +1130,7 @@ class Inbound(Protocol):
         originating = (el.get("to") or "").lower()
         stream_id = el.get("id") or ""
         ok = (
-            originating == self.svc.domain
+            self.svc.is_local(originating)
             and self.svc.allowed(receiving)
             and dialback.key_matches(
                 self.svc.secret, receiving, originating, stream_id, el.text or ""
@@ -949,7 +1140,7 @@ class Inbound(Protocol):
             _db(
                 "verify",
                 **{
-                    "from": self.svc.domain,
+                    "from": originating,
                     "to": receiving,
                     "id": stream_id,
                     "type": "valid" if ok else "invalid",
@@ -973,6 +1164,7 @@ class Inbound(Protocol):
         if not self.svc.allowed(sender.domain):
             self.stream_error("policy-violation")
             return
+        self.last_stanza = self.svc.reactor.seconds()  # whitespace keepalives do not count
         self.svc.incoming(self, el)
 
 

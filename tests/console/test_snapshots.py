@@ -54,6 +54,18 @@ USERS = [
 ]
 
 
+class FakeStream:
+    """A live event stream on which nothing happens."""
+
+    info: dict[str, Any] = {"topics": [], "log_last": 9}
+
+    def next(self, timeout: float) -> None:
+        time.sleep(timeout)
+
+    def close(self) -> None:
+        pass
+
+
 class FakeControl:
     """Answers the console's requests with the fixed data above."""
 
@@ -67,6 +79,9 @@ class FakeControl:
         if cmd == "user.list":
             return USERS
         raise RemoteError("unknown-command", cmd)
+
+    def subscribe(self) -> FakeStream:
+        return FakeStream()
 
 
 @pytest.fixture(autouse=True)

@@ -161,9 +161,11 @@ async def bind(s: RawStream, resource: str) -> str:
     return s.jid
 
 
-async def login(port: int, domain: str, user: str, password: str, resource: str) -> RawStream:
+async def login(
+    port: int, domain: str, user: str, password: str, resource: str, host: str = "127.0.0.1"
+) -> RawStream:
     """STARTTLS + PLAIN + bind: a bound session ready for raw stanzas."""
-    s, _ = await open_stream(port, domain)
+    s, _ = await open_stream(port, domain, host=host)
     await starttls(s)
     got = await auth_plain(s, user, password)
     if b"<success" not in got:

@@ -96,10 +96,13 @@ class Server:
         edge_host: str | None = None,
         edge_ports: dict[str, int] | None = None,
         edge_extra: str = "",
+        upload: bool = False,
     ):
-        """edge_host: also listen on the [edge] (c2s, c2s_tls, s2s) at that loopback address,
-        e.g. 127.0.0.2; the LAN listeners stay on 127.0.0.1. edge_ports: ports chosen before
-        (a federation partner's config names them); edge_extra: more [edge] lines."""
+        """edge_host: also listen on the [edge] (c2s, c2s_tls, s2s; sip_tls when edge_ports names
+        it) at that loopback address, e.g. 127.0.0.2; the LAN listeners stay on 127.0.0.1.
+        edge_ports: ports chosen before (a federation partner's config names them); edge_extra:
+        more [edge] lines.
+        upload: XEP-0363 HTTPS listeners too (listen.upload, and edge.upload with edge_host)."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.domain = domain
@@ -110,21 +113,23 @@ class Server:
         if sip:
             # opt-in: SIP over UDP and TCP on one port, TLS on another
             self.ports.update(sip=free_port(), sip_tls=free_port())
+        if upload:
+            self.ports["upload"] = free_port()
         # where each listener is, when not 127.0.0.1
         self.hosts: dict[str, str] = {}
         edge = ""
         if edge_host is not None:
             chosen = dict(edge_ports or {})
-            for name in ("c2s", "c2s_tls", "s2s"):
+            edge_names = ("c2s", "c2s_tls", "s2s") + (("upload",) if upload else ())
+            # SIP over TLS on the edge (remote SIP users, SIP federation) when a port is chosen
+            edge_names += tuple(n for n in ("sip_tls",) if n in chosen)
+            for name in edge_names:
                 port = chosen.get(name) or free_port()
                 self.ports[f"edge_{name}"] = port
                 self.hosts[f"edge_{name}"] = edge_host
             edge = (
                 "[edge]\n"
-                + "".join(
-                    f'{n} = ["{edge_host}:{self.ports["edge_" + n]}"]\n'
-                    for n in ("c2s", "c2s_tls", "s2s")
-                )
+                + "".join(f'{n} = ["{edge_host}:{self.ports["edge_" + n]}"]\n' for n in edge_names)
                 + f"{edge_extra}\n"
             )
         self.passwords: dict[str, str] = {}
@@ -141,6 +146,7 @@ class Server:
                 if sip
                 else "sip = []\nsip_tls = []\n"
             )
+            + (f'upload = ["127.0.0.1:{self.ports["upload"]}"]\n' if upload else "")
             + edge
             + f"{extra_toml}\n"
         )

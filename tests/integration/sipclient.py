@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import secrets
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -64,20 +65,26 @@ class SipClient:
         domain: str = "example.test",
         transport: str = "udp",
         prefer: str = "MD5",
+        *,
+        host: str = "127.0.0.1",
+        context: ssl.SSLContext | None = None,
     ) -> None:
+        """host: the server's address (an edge listener's, for a remote user); context: the
+        TLS context to use (e.g. one with a client certificate), else one that trusts any."""
         self.user = user
         self.password = password
         self.domain = domain
         self.transport = transport.upper()
         self.prefer = prefer.upper()
-        self.server = ("127.0.0.1", port)
+        self.server = (host, port)
         if self.transport == "UDP":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.bind(("127.0.0.1", 0))
         else:
             raw = socket.create_connection(self.server, timeout=5)
             if self.transport == "TLS":
-                raw = insecure_context().wrap_socket(raw, server_hostname=domain)
+                tls = context or insecure_context()
+                raw = tls.wrap_socket(raw, server_hostname=domain)
             self.sock = raw
         self.framer = StreamFramer()
         self.local = self.sock.getsockname()[:2]

@@ -236,3 +236,49 @@ def test_console_pilot_runs_without_a_server(tmp_path, run):
         assert app.return_value == 0
 
     run(scenario())
+
+
+def test_sessions_screen_shows_a_login_from_its_event_without_polling(server: Server, run):
+    (erin,) = server.new_users("erin")
+    full = f"{erin}@{server.domain}/test"
+
+    async def scenario() -> None:
+        # refresh=None: nothing is read again on a timer, so only the event can bring the row
+        app = ConsoleApp(server.data_dir / "control.sock", server.domain, refresh=None)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("3")
+            await until(pilot, lambda: app.connected and "session(s)" in message(app))
+            assert full not in [r[0] for r in rows(app)]
+            async with Sessions(server) as ss:
+                # no presence either: no presence event makes the screen read the list again
+                await ss.login(erin, presence=False)
+                await until(pilot, lambda: full in [r[0] for r in rows(app)], timeout=5)
+                row = next(r for r in rows(app) if r[0] == full)
+                assert row[1] == "xmpp" and row[4] == "yes" and row[5] == "unavailable", row
+            await until(pilot, lambda: full not in [r[0] for r in rows(app)], timeout=5)
+            await pilot.press("q")
+
+    run(scenario())
+
+
+def test_console_shows_it_is_disconnected_and_recovers_when_the_server_restarts(make_server, run):
+    s = make_server()
+    (fay,) = s.new_users("fay")
+
+    async def scenario() -> None:
+        app = ConsoleApp(s.data_dir / "control.sock", s.domain, refresh=None)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.connected and s.domain in summary(app))
+            await asyncio.to_thread(s.stop)
+            await until(pilot, lambda: not app.connected and "disconnected" in app.sub_title)
+            problem = app.screen.query_one("#problem", Static)
+            await until(pilot, lambda: "trying again" in str(problem.content))
+            await asyncio.to_thread(s.start)
+            await until(pilot, lambda: app.connected and app.sub_title == s.domain, timeout=20)
+            await until(pilot, lambda: str(problem.content) == "")
+            async with Sessions(s) as ss:
+                await ss.login(fay)
+                await until(pilot, lambda: fay in summary(app), timeout=5)
+            await pilot.press("q")
+
+    run(scenario(), timeout=90)

@@ -1,183 +1,25 @@
 """Federation over XMPP s2s with a real Prosody (Debian's package) on the other end (DESIGN §7).
 
-Our a.test listens outside on 127.0.0.2 and finds Prosody's b.test (127.0.0.3) through its
-[federation.hosts] map. Prosody has no such map and its resolver (libunbound) ignores
-/etc/hosts, so the test runs a small Twisted Names server (dnsserver.py) serving the SRV and A
-records of both domains, and points Prosody's `unbound` setting at it. Both certificates are
-self-signed and unpinned, so both directions authenticate by XEP-0220 dialback after STARTTLS.
-
-Prosody 0.12's `unbound` table goes to lua-unbound: `forward` takes "address@port", and
-`options` are libunbound settings; "do-not-query-localhost" must be off to forward to
-127.0.0.1, and "test." must be made transparent, as libunbound answers NXDOMAIN for the
-special-use names (RFC 6761) itself. Without lua-unbound (only recommended by the package)
-Prosody would use its own resolver and /etc/resolv.conf, so the test needs it.
+Our a.test (127.0.0.2) and Prosody's b.test (127.0.0.3), set up by prosody.py: Prosody finds
+us only through the test's DNS server. Both certificates are self-signed and unpinned, so both
+directions authenticate by XEP-0220 dialback after STARTTLS, unless the test pins them.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
-import sys
-import time
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .server import PASSWORD, Server, _die_with_parent, free_port
-from .test_federation import available_from, status
+from .prosody import DNS, Prosody, ProsodyUnavailable, federation_toml, records, unavailable
+from .server import Server, free_port
+from .test_conference import USER, invite, is_invite, join
+from .test_federation import A_HOST, available_from, status
+from .test_s2s_lifecycle import wait_until
 from .xmppclient import Sessions, next_matching
-
-A_HOST, B_HOST = "127.0.0.2", "127.0.0.3"
-
-
-class DNS:
-    """dnsserver.py in a subprocess on 127.0.0.1; it stops when its stdin closes."""
-
-    def __init__(self, table: dict[str, dict[str, Any]], log: Path):
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("dnsserver.py")), json.dumps(table)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log.open("ab"),
-            preexec_fn=_die_with_parent,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.strip():
-            self.stop()
-            raise RuntimeError("the test DNS server did not start")
-        self.port = int(line)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-class Prosody:
-    """Debian's prosody for b.test on 127.0.0.3: c2s and s2s, TLS required, dialback allowed."""
-
-    domain = "b.test"
-
-    def __init__(self, root: Path, dns_port: int, s2s_port: int):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        data = root / "data"
-        data.mkdir()
-        self.ports = {"c2s": free_port(), "s2s": s2s_port}
-        self.hosts = {"c2s": B_HOST}
-        self.passwords: dict[str, str] = {}
-        key, crt = root / "key.pem", root / "crt.pem"
-        self.cert = crt
-        subprocess.run(
-            [
-                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
-                *("-subj", f"/CN={self.domain}", "-addext", f"subjectAltName=DNS:{self.domain}"),
-                *("-keyout", str(key), "-out", str(crt)),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        self.log = root / "prosody.log"
-        self.config = root / "prosody.cfg.lua"
-        self.config.write_text(
-            f"""
-run_as_root = true
-daemonize = false
-pidfile = "{root}/prosody.pid"
-data_path = "{data}"
-log = {{ debug = "{self.log}" }}
-admins = {{ }}
-plugin_paths = {{ }}
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "posix" }}
-interfaces = {{ "{B_HOST}" }}
-c2s_ports = {{ {self.ports["c2s"]} }}
-c2s_direct_tls_ports = {{ }}
-s2s_ports = {{ {self.ports["s2s"]} }}
-c2s_require_encryption = true
-s2s_require_encryption = true
-s2s_secure_auth = false
-authentication = "internal_hashed"
-storage = "internal"
-certificates = "{root}"
-ssl = {{ key = "{key}"; certificate = "{crt}"; }}
-unbound = {{
-  resolvconf = false;
-  hoststxt = false;
-  forward = {{ "127.0.0.1@{dns_port}" }};
-  options = {{ ["do-not-query-localhost"] = "no"; ["local-zone"] = "test. transparent" }};
-}}
-VirtualHost "{self.domain}"
-  ssl = {{ key = "{key}"; certificate = "{crt}"; }}
-"""
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def trust(self, cert: Path) -> None:
-        """Accept this self-signed certificate as valid for its domain (before start)."""
-        text = self.config.read_text()
-        self.config.write_text(
-            text.replace('certificate = "', f'cafile = "{cert}"; certificate = "')
-        )
-
-    def start(self, timeout: float = 20) -> Prosody:
-        """Start it and wait for its ports; skips the test when prosody cannot start here."""
-        self.proc = subprocess.Popen(
-            ["prosody", "--config", str(self.config)],
-            stdout=(self.root / "stdout.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-        end = time.monotonic() + timeout
-        for name in ("c2s", "s2s"):
-            while True:
-                if self.proc.poll() is not None:
-                    pytest.skip(
-                        f"prosody exited with {self.proc.returncode} at start: {self.log_tail(5)}"
-                    )
-                try:
-                    socket.create_connection((B_HOST, self.ports[name]), timeout=0.5).close()
-                    break
-                except OSError:
-                    if time.monotonic() > end:
-                        self.stop()
-                        pytest.skip(f"prosody does not listen on {name} after {timeout}s")
-                    time.sleep(0.1)
-        return self
-
-    def add_user(self, user: str, password: str = PASSWORD) -> str:
-        subprocess.run(
-            ["prosodyctl", "--config", str(self.config), "register", user, self.domain, password],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        self.passwords[user] = password
-        return f"{user}@{self.domain}"
-
-    def log_tail(self, lines: int = 60) -> str:
-        for path in (self.log, self.root / "stdout.log"):
-            if path.exists() and path.stat().st_size:
-                return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
@@ -186,27 +28,19 @@ def prosody_pair(
 ) -> Iterator[Callable[..., tuple[Server, Prosody]]]:
     """Our a.test and Prosody's b.test, federating; pinned=True: each trusts the other's
     self-signed certificate (se-ctl federation trust; Prosody's cafile), so SASL EXTERNAL."""
-    if shutil.which("prosody") is None or shutil.which("prosodyctl") is None:
-        pytest.skip("prosody is not installed (Debian package prosody)")
-    probe = subprocess.run(["lua5.4", "-e", 'require "lunbound"'], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("lua-unbound is not installed: prosody would not use the test's DNS server")
+    why = unavailable()
+    if why is not None:
+        pytest.skip(why)
     started: list[tuple[Prosody, DNS]] = []
 
-    def make(pinned: bool = False) -> tuple[Server, Prosody]:
+    def make(pinned: bool = False, idle_timeout: int = 300) -> tuple[Server, Prosody]:
         pa, pb = free_port(), free_port()
-        records = {
-            "a.test": {"srv": ["xmpp.a.test", pa]},
-            "xmpp.a.test": {"a": A_HOST},
-            "b.test": {"srv": ["xmpp.b.test", pb]},
-            "xmpp.b.test": {"a": B_HOST},
-        }
-        dns = DNS(records, tmp_path / "dns.log")
+        dns = DNS(records(pa, pb), tmp_path / "dns.log")
         p = Prosody(tmp_path / "prosody", dns.port, pb)
+        p.debug_log()
         started.append((p, dns))
         a = make_server(
-            '[federation]\nmode = "allowlist"\nallow = ["b.test"]\n'
-            f'[federation.hosts]\n"b.test" = {{ xmpp = "{B_HOST}:{p.ports["s2s"]}" }}\n',
+            federation_toml(p.ports["s2s"], idle_timeout),
             domain="a.test",
             edge_host=A_HOST,
             edge_ports={"s2s": pa},
@@ -214,7 +48,10 @@ def prosody_pair(
         if pinned:
             a.ctl_ok("federation", "trust", "b.test", "--cert", str(p.cert))
             p.trust(a.data_dir / "cert.pem")
-        p.start()
+        try:
+            p.start()
+        except ProsodyUnavailable as e:
+            pytest.skip(str(e))
         return a, p
 
     yield make
@@ -291,3 +128,77 @@ def test_prosody_with_pinned_certificates_authenticates_by_sasl_external(
     assert fed["s2s_external"] >= 1 and fed["s2s_dialback"] == 0, fed
     # and Prosody took our certificate for a.test (its log is the only place that says so)
     assert "Accepting SASL EXTERNAL identity from a.test" in p.log.read_text()
+
+
+def test_prosody_user_joins_our_room_and_our_user_joins_prosodys(
+    prosody_pair: Callable[..., tuple[Server, Prosody]], run: Callable[..., Any]
+) -> None:
+    a, p = prosody_pair()
+    (alice,) = a.new_users("alice")
+    erin = "erin"
+    p.add_user(erin)
+    ours, theirs = "team@conference.a.test", "lounge@conference.b.test"
+
+    async def scenario() -> None:
+        async with Sessions(a) as sa, Sessions(p) as sp:
+            ca = await sa.login(alice)
+            ce = await sp.login(erin)
+            # our room, a mediated invitation over s2s, Prosody's user joins and chats
+            await join(ca, ours, "alice")
+            invite(ca, ours, f"{erin}@b.test")
+            got = await next_matching(ce.inbox, is_invite, 30)
+            assert got["from"].bare == ours
+            await join(ce, ours, "erin")
+            pres = await next_matching(ca.presences, lambda x: str(x["from"]) == f"{ours}/erin")
+            item = pres.xml.find(f"{USER}x/{USER}item")
+            assert item is not None and item.get("jid", "").startswith(f"{erin}@b.test/")
+            ca.send_message(mto=ours, mbody="welcome erin", mtype="groupchat")
+            m = await next_matching(ce.inbox, lambda m: m["body"] == "welcome erin", 15)
+            assert str(m["from"]) == f"{ours}/alice"
+            ce.send_message(mto=ours, mbody="thanks alice", mtype="groupchat")
+            m = await next_matching(ca.inbox, lambda m: m["body"] == "thanks alice", 15)
+            assert str(m["from"]) == f"{ours}/erin"
+            # Prosody's room: erin opens it, alice joins from here, lines cross both ways
+            await join(ce, theirs, "erin")
+            await join(ca, theirs, "alice")
+            ca.send_message(mto=theirs, mbody="hello prosody room", mtype="groupchat")
+            m = await next_matching(ce.inbox, lambda m: m["body"] == "hello prosody room", 15)
+            assert str(m["from"]) == f"{theirs}/alice"
+            ce.send_message(mto=theirs, mbody="hello appliance", mtype="groupchat")
+            m = await next_matching(ca.inbox, lambda m: m["body"] == "hello appliance", 15)
+            assert str(m["from"]) == f"{theirs}/erin"
+
+    run(scenario(), 120)
+    outgoing = status(a)["edge"]["federation"]["outgoing"]
+    assert {"b.test", "conference.b.test", "conference.a.test -> b.test"} <= set(outgoing)
+
+
+def test_idle_streams_with_prosody_close_and_reopen(
+    prosody_pair: Callable[..., tuple[Server, Prosody]], run: Callable[..., Any]
+) -> None:
+    a, p = prosody_pair(idle_timeout=1)
+    (alice,) = a.new_users("alice")
+    erin = "erin"
+    p.add_user(erin)
+    ja, je = f"{alice}@a.test", f"{erin}@b.test"
+
+    def closed() -> bool:
+        fed = status(a)["edge"]["federation"]
+        return not fed["outgoing"] and not fed["incoming"]
+
+    async def scenario() -> None:
+        async with Sessions(a) as sa, Sessions(p) as sp:
+            ca = await sa.login(alice)
+            ce = await sp.login(erin)
+            for n in range(2):
+                ca.send_message(mto=je, mbody=f"to prosody {n}", mtype="chat")
+                await next_matching(ce.inbox, lambda m, n=n: m["body"] == f"to prosody {n}", 30)
+                ce.send_message(mto=ja, mbody=f"from prosody {n}", mtype="chat")
+                await next_matching(ca.inbox, lambda m, n=n: m["body"] == f"from prosody {n}", 30)
+                # both streams go quiet: we close ours and the one Prosody opened to us
+                await asyncio.to_thread(wait_until, "closed", closed)
+
+    run(scenario(), 120)
+    fed = status(a)["edge"]["federation"]
+    assert fed["s2s_idle_closed"] >= 4 and fed["s2s_out_streams"] >= 2, fed
+    assert "Traceback" not in a.log_path.read_text()
