@@ -69,6 +69,7 @@ class Config:
     policy_federation_access: bool = True
     federation_connect_timeout: int = 20
     federation_idle_timeout: int = 300
+    federation_dns: tuple[Address, ...] = ()  # resolvers for partner lookups; (): the system's
     # XEP-0363 file upload (upload/): "" URLs are derived from the listeners at start
     upload_url: str = ""
     upload_edge_url: str = ""
@@ -187,6 +188,25 @@ def _addresses(key: str, v: Any) -> tuple[Address, ...]:
     if not isinstance(v, list):
         raise ConfigError(f'{key}: expected a list of "host:port" strings, got {v!r}')
     return tuple(_address(key, a) for a in v)
+
+
+def _dns_servers(key: str, v: Any) -> tuple[Address, ...]:
+    """Resolvers as "IP" (port 53) or "IP:port" ("[IPv6]:port")."""
+    if not isinstance(v, list):
+        raise ConfigError(f'{key}: expected a list such as ["192.0.2.53", "127.0.0.1:5353"]')
+    out = []
+    for a in v:
+        s = _str(key, a).strip()
+        try:
+            out.append(Address(str(ipaddress.ip_address(s.strip("[]"))), 53))
+            continue
+        except ValueError:
+            pass
+        addr = _address(key, s)
+        if addr.host in ("localhost", "*"):
+            raise ConfigError(f"{key}: {s!r}: give the resolver's IP address")
+        out.append(addr)
+    return tuple(out)
 
 
 def _choice(*choices: str) -> Check:
@@ -343,6 +363,7 @@ EDGE_LIMITS: dict[str, Check] = {
     "auth_backoff": _count(1, 3600),
     "auth_backoff_max": _count(1, 86_400),
     "stanzas_per_second": _count(1, 100_000),
+    "federation_stanzas_per_second": _count(1, 1_000_000),
 }
 
 
@@ -416,6 +437,7 @@ SCHEMA: dict[str, Check | dict[str, Check]] = {
         "hosts": _hosts,
         "connect_timeout": _count(1, 600),
         "idle_timeout": _count(0, 86_400),
+        "dns": _dns_servers,
     },
     "policy": {"outside_access": _bool, "federation_access": _bool},
     "sip": {"digest": _digests},
@@ -518,6 +540,7 @@ def _build(raw: dict[str, Any], base: Path, source: str) -> Config:
         policy_federation_access=v.get("policy.federation_access", True),
         federation_connect_timeout=v.get("federation.connect_timeout", 20),
         federation_idle_timeout=v.get("federation.idle_timeout", 300),
+        federation_dns=v.get("federation.dns", ()),
         upload_url=v.get("upload.url", ""),
         upload_edge_url=v.get("upload.edge_url", ""),
         upload_max_file_size=v.get("upload.max_file_size", 104_857_600),

@@ -38,6 +38,7 @@ from standard_edition.core.url_filter import from_settings as url_filter_in_forc
 from standard_edition.edge.listeners import Edge, start_edge
 from standard_edition.pep import attach as attach_pep
 from standard_edition.pep import federate as federate_pep
+from standard_edition.pep.avatar import attach as attach_avatars
 from standard_edition.pep.service import PepService
 from standard_edition.presence.service import PresenceService
 from standard_edition.sip.service import SipService
@@ -167,6 +168,7 @@ class Server:
         pep = self.pep = PepService(self.reactor, self.db, router)
         n_nodes = yield pep.load()
         attach_pep(iq, pep)
+        attach_avatars(iq, pep, vcards)  # XEP-0398: the PEP avatar and the vCard PHOTO agree
         if n_nodes:
             log.info("pep: {n} nodes", n=n_nodes)
         self.muc = MucService(cfg.domain, router, self.db)
@@ -242,6 +244,7 @@ class Server:
         admin.edge = self.edge
         admin.log_ring = self.log_ring
         admin.upload = self.upload
+        admin.pep = pep
         try:
             self.control_port = listen_control(
                 self.reactor,

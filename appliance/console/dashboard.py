@@ -90,6 +90,7 @@ def summary(status: dict[str, Any], sessions: list[dict[str, Any]], rate: float)
         ("Sessions", f"{total} ({split})" if split else str(total)),
         ("Signed in", who if len(who) <= 60 else who[:57] + "..."),
         ("Messages", f"{counters.get('messages', 0)} routed, {rate:.1f}/min"),
+        *pep_row(status.get("pep")),
         (
             "Offline IM",
             f"{'on' if status.get('offline_im') else 'off'}, "
@@ -99,6 +100,20 @@ def summary(status: dict[str, Any], sessions: list[dict[str, Any]], rate: float)
         ("Store size", size(int(status.get("store_bytes", 0) or 0))),
     ]
     return "\n".join(f"[b]{k:<11}[/b] {v}" for k, v in rows)
+
+
+def pep_row(pep: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Personal eventing since start (avatars, OMEMO keys, bookmarks); none from a server
+    without it."""
+    if not pep:
+        return []
+    return [
+        (
+            "PEP",
+            f"{pep.get('published', 0)} published, {pep.get('notifications', 0)} "
+            f"notifications, {pep.get('caps_queries', 0)} caps queries",
+        )
+    ]
 
 
 class DashboardScreen(LiveScreen):

@@ -82,6 +82,7 @@ class Admin(EdgeAdmin, UrlFilterAdmin, UserImportAdmin):
         self.started = clock()
         self.log_ring: LogRing | None = None  # set by the server
         self.upload: Any = None  # upload/service.py UploadService, set by the server
+        self.pep: Any = None  # pep/service.py PepService, set by the server
 
     # -- users -------------------------------------------------------------------------------
 
@@ -557,6 +558,7 @@ class Admin(EdgeAdmin, UrlFilterAdmin, UserImportAdmin):
             "store_bytes": self._store_bytes(),
             "edge": self.edge_status(),
             "upload": self.upload.status() if self.upload is not None else None,
+            "pep": self.pep.status() if self.pep is not None else None,
         }
 
     def log_tail(self, limit: int = 100, level: str = "info", after: int = 0) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.python import log
 
 from standard_edition.config import Config
 from standard_edition.core.settings import Settings
@@ -36,6 +37,8 @@ class FederationPolicy:
         self.settings = settings
         # told (with the domain) when a domain stops being allowed: its streams are closed
         self.on_refused: list[Callable[[str], None]] = []
+        # told (user name, the changes) once a user's policy changed (edge/enforce.py)
+        self.on_user_changed: list[Callable[[str, dict[str, bool]], None]] = []
 
     # -- what is in force ----------------------------------------------------------------------
 
@@ -133,7 +136,16 @@ class FederationPolicy:
         users = {k: dict(v) for k, v in self.settings.get(USERS_KEY, {}).items()}
         entry = users.setdefault(username, {})
         entry.update(changes)
-        return self.settings.set(USERS_KEY, users)
+        d = self.settings.set(USERS_KEY, users)
+        d.addCallback(lambda _: self._user_changed(username, dict(changes)))
+        return d
+
+    def _user_changed(self, username: str, changes: dict[str, bool]) -> None:
+        for listener in self.on_user_changed:
+            try:
+                listener(username, changes)
+            except Exception:
+                log.err(None, f"federation policy: applying {username}'s new policy")
 
     def forget_user(self, username: str) -> Deferred[None] | None:
         users = dict(self.settings.get(USERS_KEY, {}))
@@ -147,7 +159,10 @@ class FederationPolicy:
 
     def _refused_now(self) -> None:
         for listener in self.on_refused:
-            listener("")  # "" : every domain is checked again
+            try:
+                listener("")  # "" : every domain is checked again
+            except Exception:
+                log.err(None, "federation policy: applying a changed domain list")
 
     # -- what se-ctl shows ---------------------------------------------------------------------
 

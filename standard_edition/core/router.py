@@ -330,6 +330,8 @@ class Router(FederationRouting):
         if watcher.bare == JID(owner, self.domain, None):
             level = Level.FRIENDS
         else:
+            if self.is_remote(watcher) and not self.may_federate(owner, watcher.domain):
+                return None  # DESIGN §7: no federation access, or the domain is refused
             level = self.presence.level(owner, watcher)
             if level is Level.BLOCKED:
                 return None
@@ -373,10 +375,11 @@ class Router(FederationRouting):
             return
         # the endpoint chose to tell this address; it still sees the aggregate (DESIGN §4),
         # with what the client put in this presence (a partner's room needs its MUC element)
+        payload = presence.payload
+        for extend in self.presence_payload:
+            payload = extend(user, payload)  # XEP-0398 §4: the avatar hash goes here too
         shown = self.render(user, ep, to) if ep.presence is not None else None
-        if shown is not None:
-            shown = replace(shown, payload=presence.payload)
-        self._deliver_presence_to_jid(to, ep.jid, shown or presence)
+        self._deliver_presence_to_jid(to, ep.jid, replace(shown or presence, payload=payload))
 
     def probe(self, ep: Endpoint, contact: JID) -> None:
         """RFC 6121 §4.3: an explicit probe from a client for one contact."""

@@ -101,11 +101,6 @@ class EdgeAdmin:
             if v is not None
         }
         if changes:
+            # in force at once, open sessions and streams included (edge/enforce.py)
             yield self._policy().set_user(acct.username, **changes)
-            if changes.get("outside_access") is False:
-                # DESIGN §7: a remote session of a user who lost outside access ends now
-                for ep in self.router.sessions.of_user(acct.username):
-                    if getattr(ep, "origin", "internal") == "edge":
-                        self.router.unbind(ep)
-                        ep.close("policy-violation", "outside access withdrawn")
         return self.policy_show(jid)

@@ -27,6 +27,8 @@ class EdgeLimits:
     auth_backoff: float = 2.0  # seconds of the first wait; each further failure doubles it
     auth_backoff_max: float = 900.0  # the longest wait
     stanzas_per_second: int = 50  # per edge session, with bursts of five times that
+    # per partner connection (an inbound s2s stream, a SIP federation connection), bursts 5x
+    federation_stanzas_per_second: int = 200
 
 
 @dataclass(slots=True)
@@ -49,6 +51,7 @@ class EdgeGuard:
             "auth_refused": 0,
             "outside_access_refused": 0,
             "stanza_rate_exceeded": 0,
+            "federation_rate_exceeded": 0,
         }
 
     # -- connections ---------------------------------------------------------------------------

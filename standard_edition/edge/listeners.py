@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from standard_edition import tls
 from standard_edition.config import Config
 from standard_edition.core.federation import FederationPolicy
+from standard_edition.edge.enforce import PolicyEnforcement
 from standard_edition.edge.limits import EdgeGuard, EdgeLimits
 from standard_edition.edge.routes import FederationRoutes
 from standard_edition.sip.edge import EdgeServerTLS, EdgeSipFactory
@@ -32,10 +33,12 @@ class Edge:
     guard: EdgeGuard
     s2s: S2SService | None = None
     sip: SipFederation | None = None
+    enforcement: PolicyEnforcement | None = None
 
     def status(self) -> dict[str, Any]:
         return {
             "limits": self.guard.status(),
+            "policy": None if self.enforcement is None else self.enforcement.status(),
             "federation": None if self.s2s is None else self.s2s.status(),
             "sip_federation": None if self.sip is None else self.sip.status(),
         }
@@ -63,6 +66,9 @@ def start_edge(
     the SIP service whose remote users and federation edge.sip_tls serves."""
     guard = EdgeGuard(EdgeLimits(**cfg.edge_limits), reactor.seconds)
     edge = Edge(policy, guard)
+    # policy changes reach open sessions and streams at once
+    edge.enforcement = PolicyEnforcement(router, policy, sip)
+    resolver = dns_resolver(cfg)
     if cfg.edge["c2s"]:
         ctx = make_context(False, origin="edge", edge=guard)
         for addr in cfg.edge["c2s"]:
@@ -87,16 +93,31 @@ def start_edge(
             max_stanza_size=cfg.max_stanza_size,
             # outgoing streams leave from the edge address too (not the LAN one)
             bind_host=None if first in ("*", "::", "0.0.0.0", "localhost") else first,
+            resolver=resolver,
         )
         edge.s2s = s2s
         router.remote = s2s
         for addr in cfg.edge["s2s"]:
             listen("edge.s2s", addr, InboundFactory(s2s))
     if cfg.edge["sip_tls"] and sip is not None:
-        edge.sip = _start_sip_edge(reactor, cfg, sip, policy, guard, listen, certificate)
+        edge.sip = _start_sip_edge(reactor, cfg, sip, policy, guard, listen, certificate, resolver)
         # DESIGN §7: a domain with an XMPP route goes over s2s, any other over SIP
-        router.remote = FederationRoutes(reactor, cfg.federation_hosts, edge.s2s, edge.sip)
+        routes = FederationRoutes(
+            reactor, cfg.federation_hosts, edge.s2s, edge.sip, resolver=resolver
+        )
+        router.remote = routes
+        if edge.s2s is not None:
+            edge.s2s.routes = routes  # an iq for a partner reached over SIP is answered here
     return edge
+
+
+def dns_resolver(cfg: Config) -> Any:
+    """A Twisted Names resolver asking the [federation] dns servers; None: the system's."""
+    if not cfg.federation_dns:
+        return None
+    from twisted.names import client
+
+    return client.Resolver(servers=[(a.host, a.port) for a in cfg.federation_dns])
 
 
 def _start_sip_edge(
@@ -107,6 +128,7 @@ def _start_sip_edge(
     guard: EdgeGuard,
     listen: Callable[..., None],
     certificate: tuple[Path, Path],
+    resolver: Any,
 ) -> SipFederation:
     """SIP over TLS on the outside address: remote users (digest) and partners' servers (a
     client certificate for their domain, asked for but not required in the handshake)."""
@@ -125,7 +147,9 @@ def _start_sip_edge(
         sent_by=(cfg.domain if any_host else first.host, first.port),
         connect_timeout=cfg.federation_connect_timeout,
         bind_host=None if any_host else first.host,
+        resolver=resolver,
     )
+    fed.guard = guard
     sip.federation = fed
     server_tls = fed.server_tls = EdgeServerTLS(tls.server_tls_options(cert, key))
     for addr in cfg.edge["sip_tls"]:

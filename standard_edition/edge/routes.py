@@ -80,6 +80,12 @@ class FederationRoutes:
         self._waiting[domain] = [call]
         self._lookup(domain).addCallback(self._decided, domain)
 
+    def decide(self, domain: str) -> Deferred[str]:
+        """ "xmpp" or "sip" for `domain`, once known (in order with what waits for it)."""
+        d: Deferred[str] = Deferred()
+        self._with(domain, lambda adapter: d.callback("xmpp" if adapter is self.xmpp else "sip"))
+        return d
+
     def _lookup(self, domain: str) -> Deferred[str]:
         from twisted.names import client
 

@@ -49,3 +49,6 @@ def federate(s2s: Any, service: PepService) -> None:
 
     s2s.account_iq = account_iq
     s2s.presence_seen.append(service.remote_presence)
+    # the server asks a partner's client for its caps and hears the answer (XEP-0115)
+    service.send_remote_iq = s2s.send
+    s2s.iq_results.append(service.remote_answer)

@@ -53,17 +53,19 @@ NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_EVENT = NS_PUBSUB + "#event"
 EVENT = "{" + NS_EVENT + "}"
 CAPS_QUERY_TIMEOUT = 30.0  # seconds a client has to answer the server's disco#info
+MAX_REMOTE_QUERIES = 1000  # caps queries to other domains' clients awaiting an answer at once
 
 
 @dataclass
 class _CapsQuery:
     """One disco#info the server sent to learn what a `ver` means."""
 
-    ep: weakref.ReferenceType[Any]
+    ep: weakref.ReferenceType[Any] | None  # None: asked over federation
     jid: JID
     caps: Caps
     shared: bool  # the answer may be cached for every client with this ver
     waiters: weakref.WeakSet[Any] = field(default_factory=weakref.WeakSet)
+    remote: set[JID] = field(default_factory=set)  # other domains' clients with this ver
     timer: Any = None
 
 
@@ -93,6 +95,12 @@ class PepService:
         self._subscribed: set[tuple[str, JID]] = set()  # (owner, contact with from/both)
         # remote contacts' resources: bare -> full -> the nodes it wants notifications of
         self.remote_interest: dict[JID, dict[JID, frozenset[str]]] = {}
+        # remote resources whose caps are being asked: full -> (caps, local users it told)
+        self._remote_pending: dict[JID, tuple[Caps, set[str]]] = {}
+        self._remote_unverified: dict[JID, tuple[Caps, frozenset[str]]] = {}
+        self._remote_told: dict[JID, set[str]] = {}  # local users whose last items it has
+        # sends an iq to a client of another domain: (domain, iq) -> Deferred (s2s, federate())
+        self.send_remote_iq: Callable[[str, ET.Element], Deferred[None]] | None = None
         # called after a node changed: (owner, node name); private storage keeps bookmarks in step
         self.node_listeners: list[Callable[[str, str], None]] = []
         self.counters = {"published": 0, "notifications": 0, "caps_queries": 0}
@@ -121,6 +129,10 @@ class PepService:
 
     def owned(self, owner: str) -> list[Node]:
         return list(self.nodes.get(owner, {}).values())
+
+    def status(self) -> dict[str, int]:
+        """For `se-ctl status`: nodes held, and what was done since start."""
+        return {"nodes": sum(len(mine) for mine in self.nodes.values()), **self.counters}
 
     def bare(self, owner: str) -> JID:
         return JID(owner, self.domain, None)
@@ -440,7 +452,12 @@ class PepService:
         self._subscribed.add(key)
         user = self.router.local_user(item.contact)
         mine = self.nodes.get(owner)
-        if user is None or not mine:
+        if not mine:
+            return
+        if user is None:
+            # a contact of another domain: its resources whose caps are known
+            for full, nodes in list(self.remote_interest.get(item.contact, {}).items()):
+                self._remote_send_last(owner, full, nodes)
             return
         for ep in self.router.sessions.available(user):
             wanted = [n for n in self.interest(ep) if n in mine]
@@ -494,29 +511,54 @@ class PepService:
             return
         qid = f"caps{next(self._ids)}"
         query = _CapsQuery(weakref.ref(ep), ep.jid, caps, shared)
+        self._send_query(qid, query)
+        ep.send_stanza(self._query_iq(qid, ep.jid, caps))
+
+    def _send_query(self, qid: str, query: _CapsQuery) -> None:
         query.timer = self.reactor.callLater(CAPS_QUERY_TIMEOUT, self._give_up, qid)
         self._queries[qid] = query
-        if shared:
-            self._asking[key] = query
-        iq = ET.Element(
-            C + "iq", {"type": "get", "id": qid, "from": self.domain, "to": str(ep.jid)}
-        )
+        if query.shared:
+            self._asking[(query.caps.hash, query.caps.ver)] = query
+        self.counters["caps_queries"] += 1
+
+    def _query_iq(self, qid: str, to: JID, caps: Caps) -> ET.Element:
+        iq = ET.Element(C + "iq", {"type": "get", "id": qid, "from": self.domain, "to": str(to)})
         q = sub(iq, "{" + NS_DISCO_INFO + "}query")
         if caps.node:
             q.set("node", f"{caps.node}#{caps.ver}")
-        self.counters["caps_queries"] += 1
-        ep.send_stanza(iq)
+        return iq
 
     def _give_up(self, qid: str) -> None:
         query = self._queries.pop(qid, None)
-        if query is not None and self._asking.get((query.caps.hash, query.caps.ver)) is query:
+        if query is None:
+            return
+        if self._asking.get((query.caps.hash, query.caps.ver)) is query:
             del self._asking[(query.caps.hash, query.caps.ver)]
+        for jid in query.remote:
+            pending = self._remote_pending.get(jid)
+            if pending is not None and pending[0] == query.caps:
+                del self._remote_pending[jid]  # its next presence asks again
 
     def iq_answer(self, ep: Any, el: ET.Element) -> bool:
-        """A result or error addressed to the server: True if it answered a caps query."""
+        """A result or error a local client addressed to the server: True if it answered a
+        caps query."""
         query = self._queries.get(el.get("id", ""))
-        if query is None or ep.jid != query.jid:
+        if query is None or query.ep is None or ep.jid != query.jid:
             return False
+        self._answered(el, query, ep)
+        return True
+
+    def remote_answer(self, el: ET.Element, sender: JID) -> bool:
+        """The same for a client of another domain, over federation (xmpp/s2s.py)."""
+        query = self._queries.get(el.get("id", ""))
+        if query is None or query.ep is not None or sender != query.jid:
+            return False
+        self._answered(el, query, None)
+        return True
+
+    def _answered(self, el: ET.Element, query: _CapsQuery, ep: Any) -> None:
+        """`ep` answered (None: the remote client asked); the features go to every client
+        waiting on the same ver when the answer hashes to it, else to the answerer only."""
         del self._queries[el.get("id", "")]
         if query.timer is not None and query.timer.active():
             query.timer.cancel()
@@ -527,15 +569,23 @@ class PepService:
         nodes = notify_nodes(features_of(result)) if result is not None else frozenset()
         if result is not None and query.shared and ver_matches(query.caps, result):
             self.caps.put(query.caps, nodes)
-            for waiter in [ep, *query.waiters]:
+            for waiter in [ep, *query.waiters] if ep is not None else list(query.waiters):
                 self._learned(waiter)
-            return True
-        self._unverified[ep] = (query.caps, nodes)
-        self._learned(ep)
+            for jid in query.remote:
+                self._remote_resolved(jid, query.caps, nodes)
+            return
+        if ep is not None:
+            self._unverified[ep] = (query.caps, nodes)
+            self._learned(ep)
         for waiter in list(query.waiters):
             if waiter is not ep and waiter.presence is not None:
                 self._ask(waiter, query.caps, shared=False)  # each speaks for itself now
-        return True
+        for jid in query.remote:
+            if ep is None and jid == query.jid:
+                self._remote_unverified[jid] = (query.caps, nodes)
+                self._remote_resolved(jid, query.caps, nodes)
+            elif jid in self._remote_pending:
+                self._ask_remote(jid, query.caps, shared=False)
 
     def _learned(self, ep: Any) -> None:
         if ep.presence is not None:
@@ -547,38 +597,100 @@ class PepService:
 
     def remote_presence(self, sender: JID, to: JID, payload: tuple[ET.Element, ...] | None) -> None:
         """A remote contact's resource became available (payload) or left (None). Its caps
-        are known only if some client with the same ver was asked before."""
+        come from the cache when a client with the same ver was asked before; otherwise the
+        server asks that client, over federation, for its disco#info."""
         user = self.router.local_user(to)
         if user is None or sender.resource is None:
             return
         if not self.router.may_federate(user, sender.domain):
             return
-        resources = self.remote_interest.get(sender.bare)
         if payload is None:
-            if resources is not None:
-                resources.pop(sender, None)
-                if not resources:
-                    del self.remote_interest[sender.bare]
+            self._remote_gone(sender)
             return
         caps = caps_of(payload)
-        nodes = self.caps.get(caps) if caps is not None else None
-        if not nodes:
-            if resources is not None:
-                resources.pop(sender, None)
+        if caps is None:
+            self._remote_learned(sender, set(), frozenset())
             return
-        first = resources is None or sender not in resources
-        self.remote_interest.setdefault(sender.bare, {})[sender] = nodes
-        if first and self.relation(user, sender).subscribed:
-            mine = self.nodes.get(user, {})
-            for name in nodes & mine.keys():
-                node = mine[name]
-                last = node.last
-                if (
-                    last is not None
-                    and node.config.send_last_published_item != "never"
-                    and may_access(node, str(sender.bare), self.relation(user, sender))
-                ):
-                    self._send_remote(self.bare(user), sender, self.event_items(node, [last]))
+        nodes = self.caps.get(caps)
+        if nodes is None:
+            own = self._remote_unverified.get(sender)
+            nodes = own[1] if own is not None and own[0] == caps else None
+        if nodes is not None:
+            self._remote_pending.pop(sender, None)
+            self._remote_learned(sender, {user}, nodes)
+            return
+        pending = self._remote_pending.get(sender)
+        if pending is not None and pending[0] == caps:
+            pending[1].add(user)  # already asked; this user hears too once it answers
+            return
+        self._remote_pending[sender] = (caps, {user})
+        self._ask_remote(sender, caps)
+
+    def _ask_remote(self, jid: JID, caps: Caps, shared: bool = True) -> None:
+        if self.send_remote_iq is None:
+            return
+        shared = shared and bool(caps.hash)
+        key = (caps.hash, caps.ver)
+        if shared and key in self._asking:
+            self._asking[key].remote.add(jid)
+            return
+        if sum(1 for q in self._queries.values() if q.ep is None) >= MAX_REMOTE_QUERIES:
+            log.msg(f"pep: too many caps queries to other domains; {jid} not asked")
+            return
+        qid = f"caps{next(self._ids)}"
+        query = _CapsQuery(None, jid, caps, shared, remote={jid})
+        self._send_query(qid, query)
+        d = self.send_remote_iq(jid.domain, self._query_iq(qid, jid, caps))
+        d.addErrback(lambda f: log.msg(f"pep: caps query to {jid} not sent: {f.getErrorMessage()}"))
+
+    def _remote_resolved(self, jid: JID, caps: Caps, nodes: frozenset[str]) -> None:
+        pending = self._remote_pending.get(jid)
+        if pending is None or pending[0] != caps:
+            return  # gone, or it announced other caps since it was asked
+        del self._remote_pending[jid]
+        self._remote_learned(jid, pending[1], nodes)
+
+    def _remote_learned(self, jid: JID, users: set[str], nodes: frozenset[str]) -> None:
+        """A remote resource's wanted nodes are known: keep them for notify(), and send the
+        last items to it of each local user it told its presence who shares with it."""
+        if not nodes:
+            resources = self.remote_interest.get(jid.bare)
+            if resources is not None:
+                resources.pop(jid, None)
+                if not resources:
+                    del self.remote_interest[jid.bare]
+            return
+        self.remote_interest.setdefault(jid.bare, {})[jid] = nodes
+        for user in users:
+            self._remote_send_last(user, jid, nodes)
+
+    def _remote_send_last(self, user: str, jid: JID, nodes: frozenset[str]) -> None:
+        """XEP-0163 §4.3.2 for a remote resource: once per user while it is available, and
+        only when the user shares presence with it (else the roster change sends them)."""
+        told = self._remote_told.setdefault(jid, set())
+        rel = self.relation(user, jid)
+        if user in told or not rel.subscribed:
+            return
+        told.add(user)
+        mine = self.nodes.get(user, {})
+        sent = 0
+        for name in nodes & mine.keys():
+            node = mine[name]
+            last = node.last
+            if (
+                last is not None
+                and node.config.send_last_published_item != "never"
+                and node.config.deliver_notifications
+                and may_access(node, str(jid.bare), rel)
+            ):
+                sent += self._send_remote(self.bare(user), jid, self.event_items(node, [last]))
+        self.counters["notifications"] += sent
+
+    def _remote_gone(self, jid: JID) -> None:
+        self._remote_learned(jid, set(), frozenset())
+        self._remote_pending.pop(jid, None)
+        self._remote_unverified.pop(jid, None)
+        self._remote_told.pop(jid, None)
 
 
 def _save_config(db: Any, record: tuple[str, str, str, str], evicted: list[str]) -> None:

@@ -63,6 +63,8 @@ class EdgeSipStream(SipStream):
             self.bucket = TokenBucket(rate, rate * 5, guard.clock)
         # the partner domain this connection belongs to, once its certificate proved it
         self.domain: str | None = None
+        # a partner's requests per second (sip/federation.py), made at its first request
+        self.federation_bucket: TokenBucket | None = None
         self._proofs: dict[str, bool] = {}
 
     def connectionMade(self) -> None:

@@ -33,6 +33,7 @@ from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Message, Presence, Undeliverable
 from standard_edition.core.router import SHOW
 from standard_edition.core.subscription import Kind
+from standard_edition.edge.limits import EdgeGuard, TokenBucket
 from standard_edition.presence.model import AVAILABLE, AWAY, DND, IDLE, OFFLINE, band
 from standard_edition.sip import pidf
 from standard_edition.sip.dialog import (
@@ -56,7 +57,7 @@ from standard_edition.sip.message import (
 from standard_edition.sip.transaction import ServerTransaction, new_branch
 from standard_edition.sip.transport import Peer
 from standard_edition.xmpp.dialback import certificate_identity
-from standard_edition.xmpp.s2s import ClientTLS, _peer_chain
+from standard_edition.xmpp.s2s import ClientTLS, _peer_chain, address_of
 
 if TYPE_CHECKING:
     from standard_edition.sip.service import SipService
@@ -153,7 +154,9 @@ class SipFederation:
             "sip_fed_refused": 0,
             "sip_fed_certificate_refused": 0,
             "sip_fed_connections_out": 0,
+            "sip_fed_rate_limited": 0,
         }
+        self.guard: EdgeGuard | None = None  # the edge limits, set by the edge
         policy.on_refused.append(self._policy_changed)
 
     # -- policy --------------------------------------------------------------------------------
@@ -180,6 +183,29 @@ class SipFederation:
         for s in list(self.subs.values()):
             if not self.allowed(s.contact.domain):
                 self._drop_sub(s)
+
+    def user_withdrawn(self, user: str) -> None:
+        """The user lost federation access (edge/enforce.py): partners watching them get a
+        closed document (the core renders nothing for them now), and our subscriptions for
+        the user lapse without an unsubscribe, so the partner's roster is left as it is."""
+        for (owner, _), ids in list(self.watch_index.items()):
+            if owner == user:
+                for did in list(ids):
+                    w = self.watches.get(did)
+                    if w is not None and w.sub.state == "active":
+                        self._notify(w)
+        for s in list(self.subs.values()):
+            if s.user == user:
+                self._drop_sub(s)
+
+    def _take(self, stream: EdgeSipStream) -> bool:
+        """One request from a partner connection: False when it comes too fast."""
+        if self.guard is None:
+            return True
+        if stream.federation_bucket is None:
+            rate = self.guard.limits.federation_stanzas_per_second
+            stream.federation_bucket = TokenBucket(rate, rate * 5, self.guard.clock)
+        return stream.federation_bucket.take()
 
     def _close_peer(self, peer: Peer) -> None:
         stream = self.service.transports.connections.get(peer)
@@ -257,6 +283,20 @@ class SipFederation:
         link.state = "connecting"
         self.counters["sip_fed_connections_out"] += 1
         stream = link.stream = FederationStream(self.service.transports, link)
+
+        def unresolved(f: failure.Failure) -> None:
+            log.msg(f"sip federation: cannot resolve {host} for {link.domain}: {f.value}")
+            if link.stream is stream:
+                link.stream = None
+                self._connect_next(link)
+
+        d = address_of(host, self.resolver)
+        d.addCallback(lambda ip: self._connect(link, stream, ip, port))
+        d.addErrback(unresolved)
+
+    def _connect(self, link: Link, stream: FederationStream, host: str, port: int) -> None:
+        if link.stream is not stream:
+            return  # given up meanwhile (timeout, policy)
         bind = (self.bind_host, 0) if self.bind_host else None
         tcp = HostnameEndpoint(
             self.reactor, host, port, timeout=self.connect_timeout, bindAddress=bind
@@ -374,6 +414,13 @@ class SipFederation:
         svc = self.service
         domain = self.partner_domain(req) or ""
         if req.method == "ACK":
+            return
+        if not self._take(stream):
+            # DESIGN §7: requests per second per partner connection (RFC 3261 §21.5.4)
+            self.counters["sip_fed_rate_limited"] += 1
+            if self.guard is not None:
+                self.guard.counters["federation_rate_exceeded"] += 1
+            svc.reply(tx, 503, "Too many requests", headers=[("Retry-After", "1")])
             return
         if stream.domain is not None and domain != stream.domain:
             # a partner speaks only for its own domain (its certificate's)

@@ -405,6 +405,19 @@ class PresenceAgent:
             self._notify(w, force=True)
             self._drop(w)
 
+    def end_edge_watches(self, user: str) -> list[Peer]:
+        """The user lost outside access (edge/enforce.py): the subscriptions they made over
+        the edge end (RFC 6665 §4.2.2 reason=rejected: an authorization policy change).
+        Returns the connections those were made on."""
+        me = self._bare(user)
+        flows: list[Peer] = []
+        for w in list(self.watches.values()):
+            flow = w.flow
+            if w.watcher.bare == me and flow is not None and self.service.edge_stream(flow):
+                flows.append(flow)
+                self._end(w, "rejected")
+        return flows
+
     def _asking(self, w: Watch) -> bool:
         """The watcher's request still waits for the owner's answer (RFC 6121 pending-out)."""
         return self.router.rosters.state(w.watcher.local or "", self._bare(w.owner)).pending_out

@@ -45,6 +45,9 @@ class Database:
         """Start the store thread, open the file and apply pending migrations; fires with the
         schema version."""
         self._pool.start()
+        # however the reactor stops (a listener that fails to start included), the store thread
+        # stops with it, or the process would never exit; close() has usually stopped it before
+        self._reactor.addSystemEventTrigger("during", "shutdown", self.stop_now)  # type: ignore[union-attr]
         return self.run_raw(self._open)
 
     def _open(self) -> int:
@@ -99,12 +102,13 @@ class Database:
                 self._db = None
 
         d = self.run_raw(shut)
-        d.addBoth(lambda r: (self._pool.stop(), r)[1])
+        d.addBoth(lambda r: (self.stop_now(), r)[1])
         return d
 
     def stop_now(self) -> None:
-        """Stop the thread after the queued work (used when the reactor is already gone)."""
-        self._pool.stop()
+        """Stop the thread after the queued work, unless it is stopped already."""
+        if self._pool.started:
+            self._pool.stop()
 
 
 def apply_migrations(

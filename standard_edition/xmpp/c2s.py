@@ -679,6 +679,10 @@ class C2SProtocol(Protocol):
         if muc is not None and to.domain == muc.domain:
             muc.message(self, el, to)
             return
+        if self.ctx.upload is not None and to.domain == self.ctx.upload.domain:
+            raise StanzaError(
+                "service-unavailable", "the upload service answers slot requests only"
+            )
         remote = to.domain != self.ctx.domain
         if remote and self.ctx.router.remote is None:
             raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
@@ -707,6 +711,8 @@ class C2SProtocol(Protocol):
         if muc is not None and to is not None and to.domain == muc.domain:
             muc.presence(self, el, to)
             return
+        if to is not None and self.ctx.upload is not None and to.domain == self.ctx.upload.domain:
+            return  # the upload service has no presence; nothing to route to another server
         if muc is not None and to is None and ptype == "unavailable":
             muc.endpoint_gone(self.jid)  # going offline leaves every room
         if ptype in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):

@@ -5,8 +5,15 @@ conference.<domain> with the stanzas a local client would send; they arrive over
 (xmpp/s2s.py) addressed to conference.<domain>, and the room's answers leave on the stream
 from conference.<domain> to the partner. The room rules and the federation checks
 (conference/service.py) are the same for every occupant. A federated occupant whose server
-cannot be reached, whose server bounces the room's stanzas, or whose domain stops being
-allowed, leaves the room (XEP-0045 status 333).
+cannot be reached or whose server bounces the room's stanzas leaves the room (XEP-0045
+status 333, a technical reason).
+
+Policy changes apply to rooms at once, by the rule the joins follow: nobody without
+federation access shares a room with a federated user. Occupants of a domain that stops
+being allowed are removed from every room (status 307, removed by the service). When a
+local user loses federation access, in each room they share with federated occupants: if
+they own the room, the federated occupants are removed (307) and the room stays theirs;
+otherwise the user is removed (307) and the room goes on without them.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
 
 MAM_QUERY = "{urn:xmpp:mam:2}query"
 REMOVED = ("333",)  # XEP-0045: removed because of a technical problem
+KICKED = ("307",)  # XEP-0045: removed from the room (here by the federation policy)
 
 
 class RemotePeer:
@@ -61,6 +69,7 @@ class FederatedRooms:
         s2s.rooms = self
         self.conferences.remote = self
         policy.on_refused.append(self._policy_changed)
+        policy.on_user_changed.append(self._user_changed)
 
     def handles(self, to: JID) -> bool:
         return to.domain == self.muc.domain
@@ -133,4 +142,24 @@ class FederatedRooms:
             for occ in list(room.occupants.values()):
                 remote = self.router.is_remote(occ.jid)
                 if remote and not self.router.may_federate(None, occ.jid.domain):
-                    self.conferences.leave(room, occ.jid, REMOVED, notice="was removed")
+                    log.msg(f"conference: {occ.jid} removed from {room.jid}: domain refused")
+                    self.conferences.leave(room, occ.jid, KICKED, notice="was removed")
+
+    def _user_changed(self, user: str, changes: dict[str, bool]) -> None:
+        """A local user lost federation access: they no longer share a room with federated
+        users (the rule in the module's docstring)."""
+        if changes.get("federation_access") is not False:
+            return
+        me = JID(user, self.router.domain, None)
+        for room in list(self.conferences.rooms.all()):
+            mine = room.occupants_of(me)
+            federated = [o for o in room.occupants.values() if self.router.is_remote(o.jid)]
+            if not mine or not federated:
+                continue
+            if room.affiliation(me) == "owner":
+                gone = [o.jid for o in federated]
+            else:
+                gone = [o.jid for o in mine]
+            for jid in gone:
+                log.msg(f"conference: {jid} removed from {room.jid}: {user} may not federate")
+                self.conferences.leave(room, jid, KICKED, notice="was removed")

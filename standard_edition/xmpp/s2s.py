@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import random
 import secrets
 import xml.etree.ElementTree as ET
@@ -46,7 +47,7 @@ from zope.interface import implementer
 from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Message, Presence, Undeliverable
 from standard_edition.core.subscription import Kind
-from standard_edition.edge.limits import EdgeGuard
+from standard_edition.edge.limits import EdgeGuard, TokenBucket
 from standard_edition.xmpp import dialback
 from standard_edition.xmpp.dialback import DB, NS_DB, NS_DB_FEATURE
 from standard_edition.xmpp.stanzas import (
@@ -83,6 +84,7 @@ MAX_QUEUE = 1000  # stanzas waiting for one domain's stream
 AUTH_TIMEOUT = 60.0  # seconds an inbound stream may stay unauthenticated
 CLOSE_GRACE = 10.0  # seconds we wait for the peer's </stream:stream> after sending ours
 STANZAS = frozenset({"message", "presence", "iq"})
+MUC_USER_X = "{http://jabber.org/protocol/muc#user}x"
 
 
 def s2s_header(from_: str, to: str | None, stream_id: str | None) -> bytes:
@@ -176,6 +178,26 @@ def _ours(host: str, domain: str) -> bool:
     return host == domain or host.endswith("." + domain)
 
 
+def address_of(host: str, resolver: Any) -> Deferred[str]:
+    """The address to connect to for `host`: itself when it is one; else its A record from
+    the configured resolver ([federation] dns); without one, the name (the system resolves)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if resolver is not None:
+            from twisted.names import dns
+
+            def first(answer: Any) -> str:
+                found = [r.payload.dottedQuad() for r in answer[0] if r.type == dns.A]
+                if not found:
+                    raise LookupError(f"no A record for {host}")
+                return str(found[0])
+
+            d: Deferred[Any] = resolver.lookupAddress(host)
+            return d.addCallback(first)
+    return succeed(host)
+
+
 # -- the service ---------------------------------------------------------------------------------
 
 
@@ -214,6 +236,9 @@ class S2SService:
         # told of each available (extension elements) or unavailable (None) presence from a
         # remote full address to a local user (pep/service.py: a partner client's caps)
         self.presence_seen: list[Callable[[JID, JID, tuple[ET.Element, ...] | None], None]] = []
+        # offered each iq result or error from a remote address to the domain itself, as
+        # (iq, sender) -> True when it answered a query of theirs (pep/service.py: caps)
+        self.iq_results: list[Callable[[ET.Element, JID], bool]] = []
         self.tls_options = tls_options  # a fresh CertificateOptions of our pair
         self.hosts = hosts
         self.connect_timeout = connect_timeout
@@ -235,6 +260,8 @@ class S2SService:
         self.peer_certificates: dict[str, dict[str, str]] = {}
         # stanzas for our conference service (xmpp/muc_federation.py), when rooms federate
         self.rooms: Any = None
+        # which federation reaches a domain (edge/routes.py), when SIP federation exists too
+        self.routes: Any = None
         self.counters = {
             "s2s_in_streams": 0,
             "s2s_out_streams": 0,
@@ -243,6 +270,8 @@ class S2SService:
             "s2s_external": 0,
             "s2s_bounced": 0,
             "s2s_idle_closed": 0,
+            "s2s_policy_closed": 0,
+            "s2s_rate_limited": 0,
         }
         policy.on_refused.append(self._policy_changed)
         self._server_tls: ServerTLS | None = None
@@ -277,10 +306,19 @@ class S2SService:
         """A domain may no longer be allowed: its streams end, its queue bounces."""
         for (_local, domain), out in list(self.outgoing.items()):
             if not self.allowed(domain):
-                out.abandon("remote-server-not-found", "federation with it is not allowed")
+                self.counters["s2s_policy_closed"] += 1
+                log.msg(f"s2s: closing the stream to {domain}: federation is not allowed")
+                out.abandon(
+                    "remote-server-not-found",
+                    "federation with it is not allowed",
+                    stream_error="policy-violation",
+                )
         for stream in list(self.inbound):
-            if any(not self.allowed(d) for d in stream.authenticated):
-                stream.stream_error("policy-violation")
+            refused = sorted(d for d in stream.authenticated if not self.allowed(d))
+            if refused:
+                self.counters["s2s_policy_closed"] += 1
+                log.msg(f"s2s: closing the stream from {', '.join(refused)}: not allowed")
+                stream.stream_error("policy-violation", "federation with you is not allowed")
 
     # -- RemoteDelivery ----------------------------------------------------------------------
 
@@ -306,6 +344,23 @@ class S2SService:
             if el.get("type") in ("get", "set"):
                 c2s.send_stanza(error_reply(el, "remote-server-not-found"))
             return
+        if self.routes is not None:
+            # DESIGN §7: a partner reached over SIP federation has no XMPP server to ask
+            d = self.routes.decide(to.domain)
+            d.addCallback(self._forward_iq_by, c2s, el, to)
+            d.addErrback(log.err, f"s2s: iq to {to}")
+            return
+        self._forward_iq(c2s, el, to)
+
+    def _forward_iq_by(self, route: str, c2s: Any, el: ET.Element, to: JID) -> None:
+        if route == "xmpp":
+            self._forward_iq(c2s, el, to)
+        elif el.get("type") in ("get", "set"):
+            c2s.send_stanza(
+                error_reply(el, "service-unavailable", f"{to.domain} is reached over SIP")
+            )
+
+    def _forward_iq(self, c2s: Any, el: ET.Element, to: JID) -> None:
         d = self.send(to.domain, el, want_result=True)
 
         def bounced(f: failure.Failure) -> None:
@@ -360,7 +415,7 @@ class S2SService:
         try:
             if to.domain != self.domain and self.rooms is not None and self.rooms.handles(to):
                 self.rooms.incoming(el, sender, to)
-            elif self._passed_through(el, to):
+            elif self._passed_through(el, sender, to):
                 pass
             elif kind == "message":
                 self._message_in(el, sender, to)
@@ -373,15 +428,30 @@ class S2SService:
         except Undeliverable as e:
             self._bounce(el, e.condition, e.text)
 
-    def _passed_through(self, el: ET.Element, to: JID) -> bool:
-        """An error presence for one of our clients (a partner's room refused a join) goes
-        to that client as it is; the core has no presence value for it."""
-        if local_name(el.tag) != "presence" or el.get("type") != "error" or to.resource is None:
+    def _passed_through(self, el: ET.Element, sender: JID, to: JID) -> bool:
+        """An error presence for one of our clients (a partner's room refused a join), or a
+        room's unavailable presence with its XEP-0045 status codes (a leave, a kick), goes to
+        that client as it is; the core's presence value has no place for either."""
+        if local_name(el.tag) != "presence" or to.resource is None:
+            return False
+        ptype = el.get("type")
+        if ptype == "unavailable" and el.find(MUC_USER_X) is not None:
+            if to.local is None or not self.router.may_federate(to.local, sender.domain):
+                return True  # nothing for a user who may not federate
+        elif ptype != "error":
             return False
         target = self.router.sessions.get(to) if to.domain == self.domain else None
         if target is not None and hasattr(target, "deliver_stanza"):
             target.deliver_stanza(el)
         return True
+
+    def bounce_rate_limited(self, el: ET.Element) -> None:
+        """A stanza over the partner stream's rate: a message or a request gets
+        resource-constraint (RFC 6120 §8.3.3.18: try later); presence is dropped."""
+        el = dialback.to_client(el)
+        kind = local_name(el.tag)
+        if kind == "message" or (kind == "iq" and el.get("type") in ("get", "set")):
+            self._bounce(el, "resource-constraint", "too many stanzas per second")
 
     def _bounce(self, el: ET.Element, condition: str, text: str = "") -> None:
         if el.get("type") == "error":
@@ -439,6 +509,9 @@ class S2SService:
                 target.deliver_stanza(el)
                 return
         if itype in ("result", "error"):
+            for answered in self.iq_results if to.local is None else ():
+                if answered(el, sender):
+                    break
             return
         if to.local is None and el.find("{urn:xmpp:ping}ping") is not None:
             self.send(sender.domain, ET.Element(C + "iq", _answer(el)))  # XEP-0199
@@ -581,9 +654,17 @@ class Outbound:
         host, port = self.addresses.pop(0)
         self.state = "connecting"
         svc = self.service
+        d = address_of(host, svc.resolver)
+        d.addCallback(self._connect, port)
+        d.addErrback(lambda f: self.connection_failed(f"cannot resolve {host}: {f.value}"))
+
+    def _connect(self, ip: str, port: int) -> None:
+        if self.finished:
+            return
+        svc = self.service
         bind = (svc.bind_host, 0) if svc.bind_host else None
         svc.reactor.connectTCP(
-            host, port, OutboundFactory(self), timeout=svc.connect_timeout, bindAddress=bind
+            ip, port, OutboundFactory(self), timeout=svc.connect_timeout, bindAddress=bind
         )
 
     def _timed_out(self) -> None:
@@ -666,7 +747,13 @@ class Outbound:
             return
         self.abandon("remote-server-not-found", reason)
 
-    def abandon(self, condition: str, text: str = "", shutdown: bool = False) -> None:
+    def abandon(
+        self,
+        condition: str,
+        text: str = "",
+        shutdown: bool = False,
+        stream_error: str | None = None,
+    ) -> None:
         """The stream is gone or will not come: bounce what waits, answer verifies 'invalid'."""
         if self.finished:
             return
@@ -687,7 +774,7 @@ class Outbound:
                 d.callback(False)
         self.verifies.clear()
         if self.protocol is not None and not self.protocol.closing:
-            self.protocol.close(shutdown)
+            self.protocol.close(shutdown, stream_error)
 
 
 class OutboundFactory(ClientFactory):
@@ -744,12 +831,17 @@ class OutboundProtocol(Protocol):
             else:
                 self.out.connection_failed("the stream closed during negotiation")
 
-    def close(self, shutdown: bool = False) -> None:
+    def close(self, shutdown: bool = False, error: str | None = None) -> None:
         """RFC 6120 §4.4: our </stream:stream>, then the peer's before the TCP goes; a
-        stream that was authenticated waits (a short while) for the peer's closing tag."""
+        stream that was authenticated waits (a short while) for the peer's closing tag.
+        With `error`, a stream error (§4.9) ends it at once instead."""
         if self.closing:
             return
         self.closing = True
+        if error is not None:
+            self.transport.write(stream_error(error))
+            self.transport.loseConnection()
+            return
         self.transport.write(STREAM_CLOSE)
         if self.authenticated and self.header_in and not shutdown and not self.peer_closed:
             self.draining = True
@@ -894,6 +986,11 @@ class Inbound(Protocol):
         self.draining = False  # we closed it (idle) and still read until the peer's close
         self.idle_timer: Any = None
         self.last_stanza = 0.0
+        self.bucket: TokenBucket | None = None
+        if service.guard is not None:
+            # DESIGN §7: stanzas per second on one partner's stream, bursts of five times that
+            rate = service.guard.limits.federation_stanzas_per_second
+            self.bucket = TokenBucket(rate, rate * 5, service.guard.clock)
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -1050,6 +1147,13 @@ class Inbound(Protocol):
             self._db_verify(el)
         elif tag.startswith("{" + NS_SERVER + "}") and local_name(tag) in STANZAS:
             self._stanza(el)
+        elif tag == STREAM_ERROR:
+            # RFC 6120 §4.9.1.2: the peer ends its stream with an error; nothing to answer
+            cond = next((local_name(c.tag) for c in el), "undefined-condition")
+            who = ", ".join(sorted(self.authenticated)) or self.peer_from or self.host
+            log.msg(f"s2s: stream from {who} ended with stream error {cond}")
+            self.closing = True
+            self.transport.loseConnection()
         else:
             self.stream_error("unsupported-stanza-type")
 
@@ -1165,6 +1269,13 @@ class Inbound(Protocol):
             self.stream_error("policy-violation")
             return
         self.last_stanza = self.svc.reactor.seconds()  # whitespace keepalives do not count
+        if self.bucket is not None and not self.bucket.take():
+            # faster than the edge allows: refused one by one, the stream stays up
+            self.svc.counters["s2s_rate_limited"] += 1
+            if self.svc.guard is not None:
+                self.svc.guard.counters["federation_rate_exceeded"] += 1
+            self.svc.bounce_rate_limited(el)
+            return
         self.svc.incoming(self, el)
 
 

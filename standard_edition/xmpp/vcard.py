@@ -21,9 +21,11 @@ colleague may look a user up like a directory entry.
 
 XEP-0153: when a user's card has a PHOTO, every presence the server sends for that user carries
 `<x xmlns='vcard-temp:x:update'><photo>SHA-1</photo></x>` unless the client put its own `x`
-there (SIP users' presence too, since it is rendered by the same core call). Readers who may
-not see presence get none, hence no hash either. Replacing the photo sends the user's presence
-again from the endpoints whose clients do not announce the hash themselves.
+with a `<photo/>` there (XEP-0398 §4: an `x` without one is replaced). SIP users' presence
+carries it too, since it is rendered by the same core call. Readers who may not see presence
+get none, hence no hash either. Replacing the photo sends the user's presence again from the
+endpoints whose clients do not announce the hash themselves. pep/avatar.py keeps the PHOTO and
+the XEP-0084 avatar nodes the same (XEP-0398).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import base64
 import binascii
 import hashlib
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -137,6 +140,9 @@ class VCards:
         self.max_size = max_size
         self._summaries: dict[str, CardSummary] = {}
         self._updates: dict[str, ET.Element] = {}  # username -> the vcard-temp:x:update element
+        # told of each card a user set from a client: (username, card, photo hash changed);
+        # pep/avatar.py converts its photo to XEP-0084 (cards it writes itself are not told)
+        self.card_listeners: list[Callable[[str, ET.Element, bool], None]] = []
         accounts.on_removed.append(self._account_removed)
         router.presence_payload.append(self.with_photo_hash)
 
@@ -165,11 +171,16 @@ class VCards:
         return self.summary(username).photo_sha1
 
     def with_photo_hash(self, owner: str, payload: tuple[Any, ...]) -> tuple[Any, ...]:
-        """XEP-0153 §4.1: the hash joins the presence unless the client sent its own `x`."""
+        """XEP-0153 §4.1: the hash joins the presence unless the client sent its own `x` with
+        a <photo/>; XEP-0398 §4: an `x` without one is replaced by the server's."""
         update = self._updates.get(owner)
-        if update is None or any(el.tag == UPDATE for el in payload):
+        if update is None or any(_names_photo(el) for el in payload):
             return payload
-        return (*payload, update)
+        return (*(el for el in payload if el.tag != UPDATE), update)
+
+    def photo_changed(self, username: str) -> None:
+        """Contacts learn the new hash from the endpoints that do not announce it themselves."""
+        self.router.rebroadcast(username, _without_own_update)
 
     def _remember(self, username: str, summary: CardSummary) -> None:
         if summary == CardSummary():
@@ -273,8 +284,12 @@ def own_card(vcards: VCards, stream: C2SProtocol, iq: ET.Element, q: ET.Element)
 
     def stored(changed: bool) -> ET.Element:
         if changed:
-            # contacts learn the new hash from the endpoints that do not announce it themselves
-            vcards.router.rebroadcast(user, _without_own_update)
+            vcards.photo_changed(user)
+        for listener in vcards.card_listeners:
+            try:
+                listener(user, q, changed)
+            except Exception:
+                log.err(None, f"vcard: after {user} set a card")
         return _result(iq)
 
     return d.addCallback(stored)
@@ -304,9 +319,14 @@ def remote_card(vcards: VCards, iq: ET.Element, sender: JID, owner: str) -> Any:
     return vcards.answer(iq, owner, sender)
 
 
+def _names_photo(el: Any) -> bool:
+    """A client's own vcard-temp:x:update with a <photo/> (empty: it says "no avatar")."""
+    return bool(el.tag == UPDATE and el.find("{" + NS_VCARD_UPDATE + "}photo") is not None)
+
+
 def _without_own_update(ep: Any) -> bool:
     presence = getattr(ep, "presence", None)
-    return presence is None or not any(el.tag == UPDATE for el in presence.payload)
+    return presence is None or not any(_names_photo(el) for el in presence.payload)
 
 
 def _result(iq: ET.Element) -> ET.Element:

@@ -31,6 +31,7 @@ STATUS = {
     "counters": {"messages": 1234, "offline_stored": 5},
     "archive": {"mode": "all", "records": 420, "critical": False},
     "store_bytes": 5_500_000,
+    "pep": {"nodes": 12, "published": 57, "notifications": 210, "caps_queries": 4},
 }
 SESSIONS = [
     {"jid": "alice@example.test/laptop", "protocol": "xmpp"},

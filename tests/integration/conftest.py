@@ -35,6 +35,23 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         s.stop()
 
 
+@pytest.fixture(scope="module")
+def make_module_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Server]]:
+    """make_server for servers a whole test module shares (stopped after its last test)."""
+    made: list[Server] = []
+
+    def make(extra_toml: str = "", start: bool = True, **kw: Any) -> Server:
+        s = Server(tmp_path_factory.mktemp("server"), extra_toml, **kw)
+        made.append(s)
+        return s.start() if start else s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
 @pytest.fixture
 def run() -> Callable[..., Any]:
     """Run a coroutine to completion on a fresh event loop, with an overall timeout."""

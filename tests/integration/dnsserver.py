@@ -6,6 +6,12 @@ the tests serve the test domains' SRV and A records themselves:
     python dnsserver.py '{"a.test": {"srv": ["xmpp.a.test", 5269]},
                           "xmpp.a.test": {"a": "127.0.0.2"}}'
 
+Other SRV names go under "services" and NAPTR records (RFC 3403: order, preference, flags,
+service, regexp, replacement) under "naptr", as SIP federation finds its partners:
+
+    {"b.test": {"services": {"_sipfederationtls._tcp": ["sip.b.test", 5061]},
+                "naptr": [[10, 10, "s", "SIPS+D2T", "", "_sipfederationtls._tcp.b.test"]]}}
+
 It binds UDP on 127.0.0.1, port chosen by the system, prints that port on one line, and serves
 until stdin closes (the test ends) or it is terminated; each query is logged on stderr.
 """
@@ -24,7 +30,8 @@ TTL = 5
 
 
 class Records:
-    """A resolver answering from a fixed table: {name: {"a": ip, "srv": [target, port]}}."""
+    """A resolver answering from a fixed table: {name: {"a": ip, "srv": [target, port],
+    "services": {"_service._proto": [target, port]}, "naptr": [[...], ...]}}."""
 
     def __init__(self, table: dict[str, dict[str, Any]]):
         self.table = {k.lower().rstrip("."): v for k, v in table.items()}
@@ -35,7 +42,17 @@ class Records:
             names.add(name)
             if "srv" in self.table[name]:
                 names.add(f"_xmpp-server._tcp.{name}")
+            for service in self.table[name].get("services", {}):
+                names.add(f"{service}.{name}")
         return names
+
+    def _service(self, name: str) -> tuple[str, int] | None:
+        """The SRV target of a name listed under some domain's "services"."""
+        for domain, entry in self.table.items():
+            for service, target in entry.get("services", {}).items():
+                if name == f"{service}.{domain}":
+                    return str(target[0]), int(target[1])
+        return None
 
     def query(self, query: dns.Query, timeout: Any = None) -> defer.Deferred[Any]:
         name = query.name.name.decode().lower().rstrip(".")
@@ -47,6 +64,16 @@ class Records:
                 target, port = entry["srv"]
                 record = dns.Record_SRV(0, 0, int(port), target, ttl=TTL)
                 answers.append(dns.RRHeader(name, dns.SRV, ttl=TTL, payload=record, auth=True))
+        elif query.type == dns.SRV and (found := self._service(name)) is not None:
+            record = dns.Record_SRV(0, 0, found[1], found[0], ttl=TTL)
+            answers.append(dns.RRHeader(name, dns.SRV, ttl=TTL, payload=record, auth=True))
+        elif query.type == dns.NAPTR and self.table.get(name, {}).get("naptr"):
+            for order, pref, flags, service, regexp, replacement in self.table[name]["naptr"]:
+                record = dns.Record_NAPTR(
+                    order, pref, flags.encode(), service.encode(), regexp.encode(), replacement,
+                    ttl=TTL,
+                )  # fmt: skip
+                answers.append(dns.RRHeader(name, dns.NAPTR, ttl=TTL, payload=record, auth=True))
         elif query.type == dns.A and "a" in self.table.get(name, {}):
             record = dns.Record_A(self.table[name]["a"], ttl=TTL)
             answers.append(dns.RRHeader(name, dns.A, ttl=TTL, payload=record, auth=True))

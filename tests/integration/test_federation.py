@@ -29,20 +29,26 @@ def federation_toml(other: str, host: str, port: int, mode: str, allow: bool) ->
 
 
 def pair(
-    make_server: Callable[..., Server], mode: str = "allowlist", allow: bool = True
+    make_server: Callable[..., Server],
+    mode: str = "allowlist",
+    allow: bool = True,
+    edge_extra: str = "",
 ) -> tuple[Server, Server]:
+    """a.test and b.test federating over s2s; edge_extra: more [edge] lines for both."""
     pa, pb = free_port(), free_port()
     a = make_server(
         federation_toml("b.test", B_HOST, pb, mode, allow),
         domain="a.test",
         edge_host=A_HOST,
         edge_ports={"s2s": pa},
+        edge_extra=edge_extra,
     )
     b = make_server(
         federation_toml("a.test", A_HOST, pa, mode, allow),
         domain="b.test",
         edge_host=B_HOST,
         edge_ports={"s2s": pb},
+        edge_extra=edge_extra,
     )
     return a, b
 
@@ -252,3 +258,32 @@ def test_federation_list_shows_mode_and_lists(make_server: Callable[..., Server]
     assert "allow: b.test, c.test (se-ctl)" in a.ctl_ok("federation", "list").stdout
     bad = a.ctl("federation", "allow", "not a domain")
     assert bad.returncode == 1 and "not a valid domain" in bad.stderr
+
+
+def test_partner_stream_over_its_stanza_rate_gets_resource_constraint(
+    make_server: Callable[..., Server], run: Callable[..., Any]
+) -> None:
+    a, b = pair(make_server, edge_extra="federation_stanzas_per_second = 2")
+    (alice,) = a.new_users("alice")
+    (erin,) = b.new_users("erin")
+
+    async def scenario() -> None:
+        async with Sessions(a) as sa, Sessions(b) as sb:
+            ca = await sa.login(alice)
+            ce = await sb.login(erin)
+            for i in range(30):
+                ce.send_message(mto=f"{alice}@a.test", mbody=f"n{i}", mtype="chat")
+            # a burst of five times the rate passes; then a's edge refuses them one by one
+            await next_matching(ca.inbox, lambda m: m["body"] == "n0", 15)
+            err = await next_matching(ce.inbox, lambda m: m["type"] == "error", 15)
+            assert err["error"]["condition"] == "resource-constraint"
+            # the stream stays up: once the rate allows, messages pass again
+            await asyncio.sleep(1.5)
+            ce.send_message(mto=f"{alice}@a.test", mbody="later", mtype="chat")
+            await next_matching(ca.inbox, lambda m: m["body"] == "later", 15)
+
+    run(scenario())
+    edge = status(a)["edge"]
+    assert edge["federation"]["s2s_rate_limited"] >= 1
+    assert edge["limits"]["federation_rate_exceeded"] >= 1
+    assert edge["limits"]["limits"]["federation_stanzas_per_second"] == 2

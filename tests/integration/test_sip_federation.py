@@ -17,9 +17,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+from slixmpp.exceptions import IqError
+
 from .rawxmpp import insecure_context
 from .server import Server, free_port
 from .sipclient import SipClient
+from .test_s2s_lifecycle import wait_until
 from .test_sip import PIDF_BUSY
 from .xmppclient import Sessions, next_matching
 
@@ -35,9 +39,13 @@ def federation_toml(other: str, host: str, port: int) -> str:
 
 
 def sip_pair(
-    make_server: Callable[..., Server], pin_a: bool = True, pin_b: bool = True
+    make_server: Callable[..., Server],
+    pin_a: bool = True,
+    pin_b: bool = True,
+    edge_extra_b: str = "",
 ) -> tuple[Server, Server]:
-    """Two servers federating over SIP; pin_a: a trusts b's certificate (and pin_b, b a's)."""
+    """Two servers federating over SIP; pin_a: a trusts b's certificate (and pin_b, b a's);
+    edge_extra_b: more [edge] lines for b."""
     pa, pb = free_port(), free_port()
     a = make_server(
         federation_toml("b.test", B_HOST, pb),
@@ -52,6 +60,7 @@ def sip_pair(
         sip=True,
         edge_host=B_HOST,
         edge_ports={"sip_tls": pb},
+        edge_extra=edge_extra_b,
     )
     if pin_a:
         a.ctl_ok("federation", "trust", "b.test", "--cert", str(b.data_dir / "cert.pem"))
@@ -319,8 +328,14 @@ def test_remote_sip_user_logs_in_on_the_edge_unless_denied_outside_access(
         sessions = json.loads(s.ctl_ok("sessions", "--json").stdout)
         origins = {x["jid"].split("/")[0]: x.get("origin") for x in sessions}
         assert origins.get(f"{dave}@{s.domain}") == "edge"
-        # no outside access: the edge refuses him; the LAN still takes him
+        # no outside access: his edge registration ends and its connection closes at once
         s.ctl_ok("policy", f"{dave}@{s.domain}", "--outside-access", "off")
+        assert _closed(d.sock)
+        sessions = json.loads(s.ctl_ok("sessions", "--json").stdout)
+        assert not [x for x in sessions if x["jid"].startswith(f"{dave}@")]
+        # the edge refuses him from then on; the LAN still takes him
+        d.close()
+        d = edge(dave)
         assert d.register().status == 403
         inside = lan(s, dave)
         inside.close()
@@ -333,7 +348,7 @@ def test_remote_sip_user_logs_in_on_the_edge_unless_denied_outside_access(
             locked = wrong.register()
             assert locked.status == 503 and locked.headers.get("Retry-After")
             # even with the right password, from that address on the edge
-            assert d.register().status == 503
+            assert edge(dave).register().status == 503
         finally:
             wrong.close()
         assert s.ctl_ok("status", "--json") and status(s)["edge"]["limits"]["auth_refused"] >= 1
@@ -355,3 +370,92 @@ def _closed(sock: socket.socket, timeout: float = 10) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+def raw_partner(a: Server, b: Server) -> SipClient:
+    """A raw client on b's edge with a's certificate: to b, a connection of partner a.test."""
+    ctx = insecure_context()
+    ctx.load_cert_chain(a.data_dir / "cert.pem", a.data_dir / "key.pem")
+    return SipClient(
+        b.ports["edge_sip_tls"], "mallory", "x", "a.test", "tls", host=B_HOST, context=ctx
+    )
+
+
+def test_partner_connection_over_its_request_rate_gets_503_with_retry_after(
+    make_server: Callable[..., Server],
+) -> None:
+    a, b = sip_pair(make_server, edge_extra_b="federation_stanzas_per_second = 2")
+    (erin,) = b.new_users("erin")  # not signed in: her messages are stored at once
+    raw = raw_partner(a, b)
+    try:
+        statuses = []
+        for i in range(25):
+            r = raw.request(
+                "MESSAGE",
+                f"sip:{erin}@b.test",
+                [("Content-Type", "text/plain")],
+                f"n{i}".encode(),
+                auth=False,
+            )
+            statuses.append(r.status)
+            if r.status == 503:
+                assert r.headers.get("Retry-After") == "1"
+        # a burst of five times the rate passes, then the connection must slow down
+        assert 503 not in statuses[:9] and 503 in statuses, statuses
+        assert not _closed(raw.sock, timeout=0.5)  # refused one by one, the connection stays
+    finally:
+        raw.close()
+    edge = status(b)["edge"]
+    assert edge["sip_federation"]["sip_fed_rate_limited"] >= 1
+    assert edge["limits"]["federation_rate_exceeded"] >= 1
+    assert edge["limits"]["limits"]["federation_stanzas_per_second"] == 2
+    assert '"federation_stanzas_per_second": 2' in b.ctl_ok("status").stdout
+
+
+def test_blocking_a_partner_closes_its_sip_connections_at_once(
+    make_server: Callable[..., Server],
+) -> None:
+    a, b = sip_pair(make_server)
+    (alice,) = a.new_users("alice")
+    (erin,) = b.new_users("erin")
+    ca, ce = lan(a, alice), lan(b, erin)
+    try:
+        # a connection each way: a's to b, and b's to a
+        assert message(ca, f"{erin}@b.test", "from a") == 200
+        assert message(ce, f"{alice}@a.test", "from b") == 200
+        assert status(a)["edge"]["sip_federation"]["links"] == {"b.test": "ready"}
+        b.ctl_ok("federation", "block", "a.test")
+        # b forgets a.test and closes both connections: a's link to b falls idle
+        wait_until(
+            "a's link to b closed",
+            lambda: status(a)["edge"]["sip_federation"]["links"].get("b.test") != "ready",
+        )
+        assert "a.test" not in status(b)["edge"]["sip_federation"]["links"]
+    finally:
+        ca.close()
+        ce.close()
+
+
+def test_iq_to_a_partner_reached_over_sip_is_answered_service_unavailable_at_once(
+    make_server: Callable[..., Server], run: Callable[..., Any]
+) -> None:
+    a, _ = sip_pair(make_server)
+    (alice,) = a.new_users("alice")
+
+    async def scenario() -> None:
+        async with Sessions(a) as sa:
+            xa = await sa.login(alice)
+            started = time.monotonic()
+            for target, call in (
+                ("b.test", lambda: xa.plugin["xep_0030"].get_info(jid="b.test", timeout=10)),
+                ("erin@b.test", lambda: xa.plugin["xep_0199"].send_ping("erin@b.test", timeout=10)),
+                ("erin@b.test", lambda: xa.plugin["xep_0030"].get_items(jid="erin@b.test")),
+            ):
+                with pytest.raises(IqError) as e:
+                    await call()
+                assert e.value.condition == "service-unavailable", target
+            # answered by our server, not after a connection attempt times out
+            assert time.monotonic() - started < 5
+
+    run(scenario())
+    assert status(a)["edge"]["federation"]["outgoing"] == {}

@@ -428,3 +428,21 @@ def test_renewed_certificate_reaches_the_upload_listener(
         time.sleep(0.1)
     renewed = _served_certificate(server)
     assert renewed != first and renewed == tls.certificate_der(cert)
+
+
+def test_messages_to_the_upload_service_bounce_at_once(server: Server, run: Any) -> None:
+    (alice,) = server.new_users("alice")
+    service = f"upload.{DOMAIN}"
+
+    async def go() -> None:
+        async with Sessions(server) as ss:
+            c = await ss.login(alice)
+            c.send_presence(pto=service)  # no presence there: ignored, not sent to a server
+            c.send_message(mto=service, mbody="hello?", mtype="chat")
+            err = await next_matching(
+                c.inbox, lambda m: m["type"] == "error" and m["from"].bare == service
+            )
+            assert err["error"]["condition"] == "service-unavailable"
+            assert err["error"]["type"] == "cancel"
+
+    run(go())

@@ -99,3 +99,19 @@ def test_one_adapter_alone_takes_everything() -> None:
     only_sip = FederationRoutes(Clock(), {}, None, Recorder("sip", log), Resolver())
     only_sip.send_probe(ALICE, JID("erin", "z.test", None))
     assert log == [("sip", "probe", "z.test")]
+
+
+def test_decide_waits_for_dns_and_names_the_federation() -> None:
+    r, log, resolver, _ = routes({"m.test": {"sip": Address("127.0.0.3", 5061)}})
+    decided: list[str] = []
+    r.decide("m.test").addCallback(decided.append)  # in the map: known at once
+    r.decide("q.test").addCallback(decided.append)
+    assert decided == ["sip"]
+    resolver.pending["_xmpp-server._tcp.q.test"].callback(([], [], []))  # no SRV: SIP
+    assert decided == ["sip", "sip"]
+    srv = dns.RRHeader(
+        "_xmpp-server._tcp.x.test", dns.SRV, payload=dns.Record_SRV(0, 0, 5269, b"xmpp.x.test")
+    )
+    r.decide("x.test").addCallback(decided.append)
+    resolver.pending["_xmpp-server._tcp.x.test"].callback(([srv], [], []))
+    assert decided == ["sip", "sip", "xmpp"] and log == []

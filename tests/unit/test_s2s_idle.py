@@ -110,7 +110,7 @@ def test_outbound_stream_closes_when_idle_and_the_next_stanza_needs_a_new_one() 
         closing = False
         authenticated = header_in = True
 
-        def close(self, shutdown: bool = False) -> None:
+        def close(self, shutdown: bool = False, error: str | None = None) -> None:
             self.closing = True
             t.write(STREAM_CLOSE)
 
