@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Input, RichLog, Static
 from appliance.console.app import ConsoleApp
 
 from .server import Server, clean_env, executable
+from .test_conference import join
 from .xmppclient import Sessions, next_matching
 
 
@@ -86,6 +87,56 @@ def test_users_screen_adds_searches_and_disables_a_user(server: Server, run):
     run(scenario())
     shown = server.ctl_ok("user", "show", carol, "--json").stdout
     assert '"enabled": false' in shown
+
+
+def test_presence_screen_shows_a_user_and_follows_their_change(server: Server, run):
+    (alice,) = server.new_users("alice")
+    jid = f"{alice}@{server.domain}"
+
+    def shown(app: ConsoleApp) -> str:
+        return str(app.screen.query_one("#presence", Static).content)
+
+    async def scenario() -> None:
+        async with Sessions(server) as ss:
+            a = await ss.login(alice)
+            app = console(server)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await pilot.press("4")
+                await until(pilot, lambda: app.screen.query("#who").first(Input).has_focus)
+                app.screen.query_one("#who", Input).value = jid
+                await pilot.press("enter")
+                await until(pilot, lambda: f"{jid}: Available" in shown(app))
+                assert "(xmpp)" in shown(app)  # the endpoint behind the aggregate
+                # a change arrives as an event: the screen asks again on its own
+                a.send_presence(pshow="dnd", pstatus="planning")
+                await until(pilot, lambda: f"{jid}: Do Not Disturb" in shown(app))
+                assert "note: planning" in shown(app)
+                await pilot.press("slash")  # ask about someone else
+                app.screen.query_one("#who", Input).value = f"nobody@{server.domain}"
+                await pilot.press("enter")
+                await until(pilot, lambda: "Disturb" not in shown(app))
+                assert "nobody" in shown(app) and "Available" not in shown(app), shown(app)
+                await pilot.press("q")
+
+    run(scenario())
+
+
+def test_conferences_screen_lists_a_room_with_its_occupants(server: Server, run):
+    (alice,) = server.new_users("alice")
+    room = f"console{os.getpid()}@conference.{server.domain}"
+
+    async def scenario() -> None:
+        async with Sessions(server) as ss:
+            await join(await ss.login(alice), room, "alice")
+            app = console(server)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await pilot.press("5")
+                await until(pilot, lambda: any(r[0] == room for r in rows(app)))
+                (row,) = [r for r in rows(app) if r[0] == room]
+                assert row[2] == "alice", row
+                await pilot.press("q")
+
+    run(scenario())
 
 
 def test_archive_screen_finds_a_message_by_user_and_word(make_server, run):
