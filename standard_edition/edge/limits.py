@@ -159,3 +159,7 @@ class TokenBucket:
             return False
         self.tokens -= 1.0
         return True
+
+    def wait(self) -> float:
+        """Seconds until take() can succeed again."""
+        return max(0.0, (1.0 - self.tokens) / self.rate)

@@ -30,6 +30,7 @@ import ipaddress
 import random
 import secrets
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -445,14 +446,6 @@ class S2SService:
             target.deliver_stanza(el)
         return True
 
-    def bounce_rate_limited(self, el: ET.Element) -> None:
-        """A stanza over the partner stream's rate: a message or a request gets
-        resource-constraint (RFC 6120 §8.3.3.18: try later); presence is dropped."""
-        el = dialback.to_client(el)
-        kind = local_name(el.tag)
-        if kind == "message" or (kind == "iq" and el.get("type") in ("get", "set")):
-            self._bounce(el, "resource-constraint", "too many stanzas per second")
-
     def _bounce(self, el: ET.Element, condition: str, text: str = "") -> None:
         if el.get("type") == "error":
             return  # RFC 6120 §8.3.1: never an error about an error
@@ -863,28 +856,53 @@ class OutboundProtocol(Protocol):
             self.transport.write(stream_error(e.condition, e.text))
             self.fail(f"bad stream from the peer: {e}")
             return
+        self.backlog.extend(events)
+        if self.throttle is None:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Handle the parsed events in order; over the partner's stanza rate, stop reading the
+        socket until the rate allows the next stanza (TCP pushes back on the partner), so
+        nothing is refused or lost for being fast."""
         self.restarted = False
-        for ev in events:
-            if self.draining:
-                if isinstance(ev, StreamClosed):
-                    self.draining = False
-                    self.transport.loseConnection()
-                    return
-                continue  # only the peer's closing tag matters now
-            if self.closing or self.restarted:
+        while self.backlog:
+            if (self.closing and not self.draining) or self.restarted:
+                self.backlog.clear()
                 return
-            if isinstance(ev, StreamOpened):
-                self.header_in = True
-                self.stream_id = ev.attrs.get("id", "")
-            elif isinstance(ev, StanzaReceived):
-                try:
+            ev = self.backlog[0]
+            if (
+                isinstance(ev, StanzaReceived)
+                and self.authenticated
+                and self.bucket is not None
+                and not self.bucket.take()
+            ):
+                self.svc.counters["s2s_rate_limited"] += 1
+                if self.svc.guard is not None:
+                    self.svc.guard.counters["federation_rate_exceeded"] += 1
+                self.transport.pauseProducing()
+                self.throttle = self.svc.reactor.callLater(self.bucket.wait(), self._resume)
+                return
+            self.backlog.popleft()
+            try:
+                if isinstance(ev, StreamOpened):
+                    self._opened(ev)
+                elif isinstance(ev, StanzaReceived):
                     self._element(ev.element)
-                except Exception:
-                    log.err(None, f"s2s: stream to {self.out.domain}")
-                    self.fail("internal error")
-            elif isinstance(ev, StreamClosed):
-                self.peer_closed = True
-                self.fail("the peer closed the stream")
+                elif isinstance(ev, StreamClosed):
+                    if not self.closing:
+                        self.transport.write(STREAM_CLOSE)
+                    self.closing, self.draining = True, False
+                    self.transport.loseConnection()
+            except Exception:
+                log.err(None, f"s2s: inbound stream from {self.host}")
+                self.stream_error("internal-server-error")
+
+    def _resume(self) -> None:
+        self.throttle = None
+        if self.closing and not self.draining:
+            return
+        self.transport.resumeProducing()
+        self._drain()
 
     def _element(self, el: ET.Element) -> None:
         tag = el.tag
@@ -991,6 +1009,10 @@ class Inbound(Protocol):
             # DESIGN §7: stanzas per second on one partner's stream, bursts of five times that
             rate = service.guard.limits.federation_stanzas_per_second
             self.bucket = TokenBucket(rate, rate * 5, service.guard.clock)
+        # parsed but not yet handled: what waits while the stream is over its rate (bounded by
+        # one read's worth, since reading stops meanwhile)
+        self.backlog: deque[object] = deque()
+        self.throttle: Any = None
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
@@ -1016,7 +1038,8 @@ class Inbound(Protocol):
         if self.svc.guard is not None:
             self.svc.guard.connection_closed(self.host)
         self.svc.inbound.discard(self)
-        for timer in (self.timer, self.idle_timer):
+        self.backlog.clear()
+        for timer in (self.timer, self.idle_timer, self.throttle):
             if timer is not None and timer.active():
                 timer.cancel()
 
@@ -1269,13 +1292,6 @@ class Inbound(Protocol):
             self.stream_error("policy-violation")
             return
         self.last_stanza = self.svc.reactor.seconds()  # whitespace keepalives do not count
-        if self.bucket is not None and not self.bucket.take():
-            # faster than the edge allows: refused one by one, the stream stays up
-            self.svc.counters["s2s_rate_limited"] += 1
-            if self.svc.guard is not None:
-                self.svc.guard.counters["federation_rate_exceeded"] += 1
-            self.svc.bounce_rate_limited(el)
-            return
         self.svc.incoming(self, el)
 
 

@@ -85,6 +85,16 @@ def test_token_bucket_allows_bursts_then_the_rate() -> None:
     assert b.take() and b.take() and not b.take()
 
 
+def test_token_bucket_says_how_long_until_the_next_token() -> None:
+    clock = Clock()
+    b = TokenBucket(rate=4, burst=2, clock=clock)
+    assert b.wait() == 0.0
+    assert b.take() and b.take() and not b.take()
+    assert b.wait() == 0.25
+    clock.now += b.wait()
+    assert b.take() and not b.take()
+
+
 def test_dialback_keys_follow_xep_0185() -> None:
     # §2: HMAC-SHA256 keyed with the hex SHA-256 of the secret, over "receiving originating id"
     secret = b"s3cr3tf0rd14lb4ck"
