@@ -1,13 +1,17 @@
 """`se-ctl backup FILE` and `se-ctl restore FILE`.
 
 backup: the running server snapshots every database (SQLite backup API on each writer thread),
-its config file and certificate (store/backup.py); se-ctl reads the snapshot in chunks over the
-control socket and writes FILE itself: a gzip'd tar whose first member, manifest.json, names the
-release, the schema version of each database and the SHA-256 of every member.
+its config file and certificate, and the uploaded files unless --no-uploads (store/backup.py);
+se-ctl reads the snapshot in chunks over the control socket and writes FILE itself: a gzip'd
+tar whose first member, manifest.json, names the release, the schema version of each database
+and the SHA-256 of every member.
 
 restore: runs without a server (refused while one answers on the control socket), checks every
 member against the manifest, refuses a schema newer than this release knows, and writes into
-the data_dir of the config given, giving every file the data_dir owner's uid and gid.
+the data_dir of the config given, giving every file the data_dir owner's uid and gid. Then
+the restored store keeps only the upload rows whose files are in data_dir/uploads (from the
+backup, or already there), so a link answers 404 exactly when the file is not kept, and each
+user's upload quota counts only what is kept.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from appliance.progress import Progress
 from standard_edition import __version__
 from standard_edition.archive.store import MIGRATIONS as ARCHIVE_MIGRATIONS
 from standard_edition.config import Config
-from standard_edition.store.backup import FORMAT
+from standard_edition.store.backup import FORMAT, UPLOAD_TOKEN, UPLOADS
 from standard_edition.store.migrations import MIGRATIONS
 from standard_edition.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY
 
@@ -44,7 +48,8 @@ KNOWN_SCHEMAS = {
 }
 EXAMPLES = {
     "backup": "se-ctl backup /srv/backup/se-$(date +%F).tar.gz\n"
-    "  se-ctl backup nightly.tar.gz --progress --json 2>progress.log",
+    "  se-ctl backup nightly.tar.gz --progress --json 2>progress.log\n"
+    "  se-ctl backup small.tar.gz --no-uploads",
     "restore": "systemctl stop se-appliance && se-ctl restore se-2025-01-31.tar.gz --force",
 }
 
@@ -60,6 +65,11 @@ def add_parsers(commands: Any, leaf: Any) -> None:
         "--progress",
         action="store_true",
         help="report bytes copied on stderr even when it is not a terminal",
+    )
+    b.add_argument(
+        "--no-uploads",
+        action="store_true",
+        help="leave the uploaded files (HTTP upload) out; a restore then drops their links",
     )
     r = leaf(
         commands,
@@ -121,8 +131,9 @@ def backup(args: argparse.Namespace, cfg: Config) -> int:
     started = time.monotonic()
     progress = Progress("backup", None, asked=args.progress)
     with ControlClient(cfg.control_socket, timeout=600) as client:
-        progress.say("the server is taking a snapshot of its databases")
-        snap = client.call("backup.start")
+        what = "databases" if args.no_uploads else "databases and uploaded files"
+        progress.say(f"the server is taking a snapshot of its {what}")
+        snap = client.call("backup.start", uploads=not args.no_uploads)
         sid, manifest = snap["id"], snap["manifest"]
         progress.total = sum(int(m["size"]) for m in manifest["members"])
         done = 0
@@ -153,19 +164,30 @@ def backup(args: argparse.Namespace, cfg: Config) -> int:
                 client.call("backup.finish", id=sid)
     size = target.stat().st_size
     schemas = ", ".join(f"{k} schema {v}" for k, v in manifest["schemas"].items())
+    uploads = [m for m in manifest["members"] if m["name"].startswith(UPLOADS)]
     result = {
         "file": str(target),
         "bytes": size,
-        "members": [m["name"] for m in manifest["members"]],
+        "members": [m["name"] for m in manifest["members"] if not m["name"].startswith(UPLOADS)],
         "schemas": manifest["schemas"],
+        "uploads": {
+            "included": not args.no_uploads,
+            "files": len(uploads),
+            "bytes": sum(int(m["size"]) for m in uploads),
+        },
         "seconds": round(time.monotonic() - started, 2),
     }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        kept = (
+            "uploaded files left out"
+            if args.no_uploads
+            else f"{len(uploads)} uploaded files, {result['uploads']['bytes']} bytes"
+        )
         print(
-            f"backup {target}: {len(manifest['members'])} files, {size} bytes ({schemas}) "
-            f"in {result['seconds']} s"
+            f"backup {target}: {len(manifest['members'])} files, {size} bytes ({schemas}; "
+            f"{kept}) in {result['seconds']} s"
         )
     return 0
 
@@ -251,22 +273,56 @@ def restore(args: argparse.Namespace, cfg: Config) -> int:
         staging = data_dir / f".restore-{os.getpid()}"
         staging.mkdir(mode=0o700)
         try:
-            placed = _restore_members(tar, manifest, name, staging, cfg, owner)
+            placed, uploads = _restore_members(tar, manifest, name, staging, cfg, owner)
+            dropped = _drop_missing_uploads(cfg)
         finally:
             for p in staging.rglob("*"):
                 with contextlib.suppress(OSError):
                     p.unlink()
             with contextlib.suppress(OSError):
                 staging.rmdir()
-    result = {"file": name, "data_dir": str(data_dir), "written": placed, **manifest["schemas"]}
+    result = {
+        "file": name,
+        "data_dir": str(data_dir),
+        "written": placed,
+        **manifest["schemas"],
+        "uploads": {"files": uploads, "links_dropped": dropped},
+    }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        missing = f"; {dropped} uploads not in the backup dropped" if dropped else ""
         print(
-            f"restored {name} into {data_dir}: {', '.join(placed)} "
-            f"(backup of {manifest.get('domain')} made {manifest.get('created', '?')})"
+            f"restored {name} into {data_dir}: {', '.join(placed)}, {uploads} uploaded files"
+            f"{missing} (backup of {manifest.get('domain')} made {manifest.get('created', '?')})"
         )
     return 0
+
+
+def _drop_missing_uploads(cfg: Config) -> int:
+    """The restored store forgets the uploads whose files data_dir/uploads does not hold (a
+    backup made with --no-uploads, or a file that expired while the backup was made): their
+    links answer 404 and they no longer count towards anyone's quota. Returns how many."""
+    folder = cfg.data_dir / "uploads"
+    if not cfg.database.is_file():
+        return 0
+    try:
+        conn = sqlite3.connect(str(cfg.database), timeout=30)
+    except sqlite3.Error as e:
+        raise BackupError(f"{cfg.database}: cannot open the restored store: {e}") from None
+    try:
+        try:
+            tokens = [t for (t,) in conn.execute("SELECT token FROM uploads")]
+        except sqlite3.OperationalError:
+            return 0  # a store from before uploads existed
+        gone = [t for t in tokens if not (folder / str(t)).is_file()]
+        with conn:
+            conn.executemany("DELETE FROM uploads WHERE token = ?", [(t,) for t in gone])
+    except sqlite3.Error as e:
+        raise BackupError(f"{cfg.database}: cannot update the restored store: {e}") from None
+    finally:
+        conn.close()
+    return len(gone)
 
 
 def _restore_members(
@@ -276,12 +332,13 @@ def _restore_members(
     staging: Path,
     cfg: Config,
     owner: tuple[int, int],
-) -> list[str]:
+) -> tuple[list[str], int]:
+    """Every member in place; returns the files written (but uploads) and the uploads count."""
     # first every member into staging, checked; only then anything in data_dir changes
     staged: dict[str, Path] = {}
     for m in manifest["members"]:
         member = str(m.get("name", ""))
-        if member not in _DESTINATIONS:
+        if _destination(member, cfg) is None:
             raise BackupError(f"{name}: unexpected member {member!r}")
         try:
             f = tar.extractfile(member)
@@ -297,10 +354,19 @@ def _restore_members(
             _check_database(path, member, name)
         staged[member] = path
     placed = []
+    uploads = 0
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for member, path in staged.items():
-        target = _DESTINATIONS[member](cfg)
+        target = _destination(member, cfg)
         if target is None:
+            continue
+        if member.startswith(UPLOADS):
+            if not target.parent.exists():
+                target.parent.mkdir(mode=0o750)
+                _give(target.parent, owner)  # the server writes new uploads there
+            # a token names one file for good: one already there is the same file
+            os.replace(path, target)
+            uploads += 1
             continue
         if member.startswith("tls/") and cfg.tls_cert is not None and target.exists():
             print(f"se-ctl: kept {target} (tls.cert/tls.key in the config)", file=sys.stderr)
@@ -319,7 +385,7 @@ def _restore_members(
             if target.is_relative_to(cfg.data_dir)
             else str(target)
         )
-    return placed
+    return placed, uploads
 
 
 _DESTINATIONS: dict[str, Any] = {
@@ -329,6 +395,15 @@ _DESTINATIONS: dict[str, Any] = {
     "tls/cert.pem": lambda cfg: cfg.tls_cert or cfg.data_dir / SELF_SIGNED_CERT,
     "tls/key.pem": lambda cfg: cfg.tls_key or cfg.data_dir / SELF_SIGNED_KEY,
 }
+
+
+def _destination(member: str, cfg: Config) -> Path | None:
+    """Where a member of a backup goes; None for a name no backup has."""
+    if member.startswith(UPLOADS):
+        token = member.removeprefix(UPLOADS)
+        return cfg.data_dir / "uploads" / token if UPLOAD_TOKEN.fullmatch(token) else None
+    where = _DESTINATIONS.get(member)
+    return where(cfg) if where is not None else None
 
 
 def _copy_checked(src: IO[bytes], path: Path, owner: tuple[int, int]) -> tuple[int, str]:
@@ -342,12 +417,17 @@ def _copy_checked(src: IO[bytes], path: Path, owner: tuple[int, int]) -> tuple[i
             out.write(block)
         out.flush()
         os.fsync(out.fileno())
+    _give(path, owner)
+    return size, h.hexdigest()
+
+
+def _give(path: Path, owner: tuple[int, int]) -> None:
+    """The data_dir owner's uid and gid, when se-ctl runs as someone else (root)."""
     if (os.geteuid(), os.getegid()) != owner:
         try:
             os.chown(path, *owner)
         except OSError as e:
             raise BackupError(f"cannot give {path} to uid {owner[0]}: {e.strerror}") from None
-    return size, h.hexdigest()
 
 
 def _check_database(path: Path, member: str, name: str) -> None:

@@ -21,16 +21,12 @@ Loopback only; stops by itself; kills only the server it started.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import multiprocessing as mp
 import random
 import resource
-import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sqlite_utils
 import xmpp_sessions as xs
+from harness import gather, report_failure
 
 from appliance.control_client import ControlClient
 from standard_edition.archive import store
@@ -131,9 +128,7 @@ def child_peak_rss_kb() -> int:
 def routing_rate(
     server: xs.ServerUnderTest, conns: list[Any], seconds: float, window: int
 ) -> tuple[float, int]:
-    for c in conns:
-        c.send(("pingpong", seconds, window))
-    results = [xs.expect(c, "delivered", seconds + 120) for c in conns]
+    results = gather(conns, ("pingpong", seconds, window), "delivered", seconds + 120)
     delivered = sum(r[1] for r in results)
     errors = sum(r[2] for r in results)
     elapsed = max(r[3] for r in results)
@@ -154,175 +149,146 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     args = ap.parse_args(argv)
 
-    root = Path(tempfile.mkdtemp(prefix="se-archive-bench-"))
-    server = xs.ServerUnderTest(root)
-    procs: list[Any] = []
-    conns: list[Any] = []
-    try:
-        (root / "data").mkdir()
-        archive = root / "data" / "archive.sqlite3"
-        g = generate(archive, args.messages, args.users, args.days)
-        print(
-            f"generated {args.messages} archived messages in {g['seconds']:.1f}s "
-            f"({args.messages / g['seconds']:.0f}/s through the chain + FTS); "
-            f"file {g['size'] / 1e6:.0f} MB ({g['size'] / max(1, args.messages):.0f} B/message)"
-        )
-        t0 = time.monotonic()
-        server.start()
-        print(f"server up on the archive in {time.monotonic() - t0:.1f}s (pid {server.proc.pid})")
-        rss_idle = server.rss_kb()
-        rng = random.Random(11)
-        client = ControlClient(server.config.parent / "data" / "control.sock", timeout=600)
-
-        now = time.time()
-
-        def user_week(i: int) -> Any:
-            start = now - rng.uniform(7, args.days) * 86400
-            return client.call(
-                "archive.search",
-                user=f"bench{rng.randrange(args.users)}@{DOMAIN}",
-                since=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start)),
-                until=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start + 7 * 86400)),
-                limit=50,
+    with xs.bench_server("se-archive-bench-", args.keep) as (server, workers):
+        try:
+            root = server.root
+            (root / "data").mkdir()
+            archive = root / "data" / "archive.sqlite3"
+            g = generate(archive, args.messages, args.users, args.days)
+            print(
+                f"generated {args.messages} archived messages in {g['seconds']:.1f}s "
+                f"({args.messages / g['seconds']:.0f}/s through the chain + FTS); "
+                f"file {g['size'] / 1e6:.0f} MB ({g['size'] / max(1, args.messages):.0f} B/message)"
             )
-
-        def one_word(i: int) -> Any:
-            return client.call("archive.search", text=rng.choice(g["words"]), limit=50)
-
-        def peer_domain(i: int) -> Any:
-            return client.call(
-                "archive.search",
-                user=f"bench{rng.randrange(args.users)}@{DOMAIN}",
-                peer="*@partner.example",
-                limit=50,
+            t0 = time.monotonic()
+            server.start()
+            print(
+                f"server up on the archive in {time.monotonic() - t0:.1f}s (pid {server.proc.pid})"
             )
+            rss_idle = server.rss_kb()
+            rng = random.Random(11)
+            client = ControlClient(server.config.parent / "data" / "control.sock", timeout=600)
 
-        for name, fn in (
-            ("user + 7 days", user_week),
-            ("one word (FTS5)", one_word),
-            ("user + *@partner.example", peer_domain),
-        ):
-            samples, last = timed(args.queries, fn)
+            now = time.time()
+
+            def user_week(i: int) -> Any:
+                start = now - rng.uniform(7, args.days) * 86400
+                return client.call(
+                    "archive.search",
+                    user=f"bench{rng.randrange(args.users)}@{DOMAIN}",
+                    since=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start)),
+                    until=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start + 7 * 86400)),
+                    limit=50,
+                )
+
+            def one_word(i: int) -> Any:
+                return client.call("archive.search", text=rng.choice(g["words"]), limit=50)
+
+            def peer_domain(i: int) -> Any:
+                return client.call(
+                    "archive.search",
+                    user=f"bench{rng.randrange(args.users)}@{DOMAIN}",
+                    peer="*@partner.example",
+                    limit=50,
+                )
+
+            for name, fn in (
+                ("user + 7 days", user_week),
+                ("one word (FTS5)", one_word),
+                ("user + *@partner.example", peer_domain),
+            ):
+                samples, last = timed(args.queries, fn)
+                p50, p95 = percentiles(samples)
+                print(
+                    f"search {name}: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
+                    f"({args.queries} queries; last page had {len(last['records'])} records)"
+                )
+            samples, _ = timed(
+                20, lambda i: client.call("archive.search", text=rng.choice(g["words"]), count=True)
+            )
             p50, p95 = percentiles(samples)
             print(
-                f"search {name}: p50 {p50:.1f} ms, p95 {p95:.1f} ms "
-                f"({args.queries} queries; last page had {len(last['records'])} records)"
+                f"search one word with total count (se-ctl's first page): p50 {p50:.1f} ms, "
+                f"p95 {p95:.1f} ms"
             )
-        samples, _ = timed(
-            20, lambda i: client.call("archive.search", text=rng.choice(g["words"]), count=True)
-        )
-        p50, p95 = percentiles(samples)
-        print(
-            f"search one word with total count (se-ctl's first page): p50 {p50:.1f} ms, "
-            f"p95 {p95:.1f} ms"
-        )
 
-        out = root / "all.jsonl"
-        t0 = time.monotonic()
-        r = server.ctl("archive", "export", "--format", "jsonl", "--out", str(out), "--json")
-        export_s = time.monotonic() - t0
-        if r.returncode != 0:
-            raise RuntimeError(f"export failed: {r.stderr.strip()}")
-        exported = json.loads(r.stdout)["records"]
-        print(
-            f"export JSONL: {exported} messages in {export_s:.1f}s = {exported / export_s:.0f}/s; "
-            f"se-ctl peak RSS {child_peak_rss_kb() / 1024:.0f} MB; server RSS "
-            f"{rss_idle / 1024:.0f} MB before, {server.rss_kb() / 1024:.0f} MB after; "
-            f"{out.stat().st_size / 1e6:.0f} MB written"
-        )
-        out.unlink()
-        t0 = time.monotonic()
-        r = server.ctl(
-            "archive",
-            "export",
-            "--format",
-            "eml",
-            "--out",
-            str(root / "eml"),
-            "--user",
-            f"bench1@{DOMAIN}",
-            "--json",
-        )
-        if r.returncode != 0:
-            raise RuntimeError(f"EML export failed: {r.stderr.strip()}")
-        e = json.loads(r.stdout)
-        print(
-            f"export EML of one user: {e['records']} messages into {e['files']} conversation "
-            f"files in {time.monotonic() - t0:.1f}s"
-        )
-        t0 = time.monotonic()
-        v = client.call("archive.verify")
-        print(
-            f"verify: {v['records']} records over {v['days']} days "
-            f"{'intact' if v['ok'] else 'BROKEN'} in {time.monotonic() - t0:.1f}s"
-        )
-        client.close()
-
-        # routing with archiving off, then on (all), then on + critical, on one server
-        users = [f"bench{i}" for i in range(min(args.users, 100))]
-        for u in users:
-            server.add_user(u)
-        ctx = mp.get_context("fork")
-        plan_sessions = [(users[i % len(users)], f"r{i}") for i in range(args.sessions)]
-        for w in range(args.workers):
-            parent, child = ctx.Pipe()
-            plan = xs.WorkerPlan(
-                server.ports["c2s"],
-                "SCRAM-SHA-1",
-                50,
-                plan_sessions[w :: args.workers],
-                args.pairs // args.workers + (w < args.pairs % args.workers),
-            )
-            p = ctx.Process(target=xs.worker_main, args=(child, plan))
-            p.start()
-            procs.append(p)
-            conns.append(parent)
-        for c in conns:
-            c.send(("login",))
-        logged = sum(xs.expect(c, "logged_in", 600)[1] for c in conns)
-        print(f"{logged} XMPP sessions logged in for the routing phases")
-        rates = {}
-        for label, policy in (
-            ("off", ["--mode", "off"]),
-            ("all", ["--mode", "all", "--critical", "off"]),
-            ("all + critical", ["--mode", "all", "--critical", "on"]),
-            ("off again", ["--mode", "off", "--critical", "off"]),
-        ):
-            server.ctl("archive", "policy", "set", *policy)
-            before = json.loads(server.ctl("status", "--json").stdout)["archive"]
-            rate, errors = routing_rate(server, conns, args.seconds, args.window)
-            after = json.loads(server.ctl("status", "--json").stdout)["archive"]
-            rates[label] = rate
+            out = root / "all.jsonl"
+            t0 = time.monotonic()
+            r = server.ctl("archive", "export", "--format", "jsonl", "--out", str(out), "--json")
+            export_s = time.monotonic() - t0
+            if r.returncode != 0:
+                raise RuntimeError(f"export failed: {r.stderr.strip()}")
+            exported = json.loads(r.stdout)["records"]
             print(
-                f"routing, archive {label}: {rate:.0f} messages/s ({errors} errors; "
-                f"{after['archived'] - before['archived']} archived in "
-                f"{after['batches'] - before['batches']} batches, "
-                f"{after['failed'] - before['failed']} failed)"
+                f"export JSONL: {exported} messages in {export_s:.1f}s ="
+                f" {exported / export_s:.0f}/s; "
+                f"se-ctl peak RSS {child_peak_rss_kb() / 1024:.0f} MB; server RSS "
+                f"{rss_idle / 1024:.0f} MB before, {server.rss_kb() / 1024:.0f} MB after; "
+                f"{out.stat().st_size / 1e6:.0f} MB written"
             )
-        base = (rates["off"] + rates["off again"]) / 2
-        print(
-            f"routing rate with archiving on / off: {rates['all'] / base:.2f}x "
-            f"(critical: {rates['all + critical'] / base:.2f}x)"
-        )
-        return 0
-    except (RuntimeError, TimeoutError) as e:
-        print(f"benchmark failed: {e}", file=sys.stderr)
-        print(server.log_tail(), file=sys.stderr)
-        return 1
-    finally:
-        for c in conns:
-            with contextlib.suppress(Exception):
-                c.send(("quit",))
-        for p in procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
-        server.stop()
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+            out.unlink()
+            t0 = time.monotonic()
+            r = server.ctl(
+                "archive",
+                "export",
+                "--format",
+                "eml",
+                "--out",
+                str(root / "eml"),
+                "--user",
+                f"bench1@{DOMAIN}",
+                "--json",
+            )
+            if r.returncode != 0:
+                raise RuntimeError(f"EML export failed: {r.stderr.strip()}")
+            e = json.loads(r.stdout)
+            print(
+                f"export EML of one user: {e['records']} messages into {e['files']} conversation "
+                f"files in {time.monotonic() - t0:.1f}s"
+            )
+            t0 = time.monotonic()
+            v = client.call("archive.verify")
+            print(
+                f"verify: {v['records']} records over {v['days']} days "
+                f"{'intact' if v['ok'] else 'BROKEN'} in {time.monotonic() - t0:.1f}s"
+            )
+            client.close()
+
+            # routing with archiving off, then on (all), then on + critical, on one server
+            users = [f"bench{i}" for i in range(min(args.users, 100))]
+            for u in users:
+                server.add_user(u)
+            plan_sessions = [(users[i % len(users)], f"r{i}") for i in range(args.sessions)]
+            plan = xs.WorkerPlan(server.ports["c2s"], "SCRAM-SHA-1", 50, plan_sessions, args.pairs)
+            conns = xs.start_workers(workers, args.workers, plan)
+            logged = sum(r[1] for r in gather(conns, ("login",), "logged_in", 600))
+            print(f"{logged} XMPP sessions logged in for the routing phases")
+            rates = {}
+            for label, policy in (
+                ("off", ["--mode", "off"]),
+                ("all", ["--mode", "all", "--critical", "off"]),
+                ("all + critical", ["--mode", "all", "--critical", "on"]),
+                ("off again", ["--mode", "off", "--critical", "off"]),
+            ):
+                server.ctl("archive", "policy", "set", *policy)
+                before = json.loads(server.ctl("status", "--json").stdout)["archive"]
+                rate, errors = routing_rate(server, conns, args.seconds, args.window)
+                after = json.loads(server.ctl("status", "--json").stdout)["archive"]
+                rates[label] = rate
+                print(
+                    f"routing, archive {label}: {rate:.0f} messages/s ({errors} errors; "
+                    f"{after['archived'] - before['archived']} archived in "
+                    f"{after['batches'] - before['batches']} batches, "
+                    f"{after['failed'] - before['failed']} failed)"
+                )
+            base = (rates["off"] + rates["off again"]) / 2
+            print(
+                f"routing rate with archiving on / off: {rates['all'] / base:.2f}x "
+                f"(critical: {rates['all + critical'] / base:.2f}x)"
+            )
+            return 0
+        except (RuntimeError, TimeoutError) as e:
+            return report_failure(e, server)
 
 
 if __name__ == "__main__":

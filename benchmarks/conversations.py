@@ -45,15 +45,11 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
-import contextlib
-import multiprocessing as mp
 import os
 import random
 import re
 import shutil
-import signal
 import sqlite3
-import ssl
 import sys
 import tempfile
 import time
@@ -61,25 +57,29 @@ from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from presence_storm import (
-    add_users_over_control_socket,
+from harness import (
+    Workers,
+    expect,
+    gather,
+    latency_summary,
     machine_busy_seconds,
-    percentile,
-    process_cpu_seconds,
+    ms,
+    raise_fd_limit,
+    stall_summary,
 )
+from presence_storm import add_users_over_control_socket
 from xmpp_sessions import (
     DOMAIN,
     ServerUnderTest,
     Session,
-    expect,
-    login,
-    probe_main,
-    raise_fd_limit,
-    stall_summary,
+    answering,
+    close_sessions,
+    login_many,
+    start_probe,
+    stop_probe,
 )
 
 try:
@@ -124,7 +124,6 @@ class ConvSession(Session):
 
     def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, jid: str):
         super().__init__(r, w, jid)
-        self.index = -1
         self.room = -1
         self.seq = 0
         self.joined = asyncio.Event()
@@ -137,39 +136,13 @@ class ConvSession(Session):
         self.last_arrival = 0.0
         self.first_error = ""
 
-    async def read_loop(self) -> None:
-        try:
-            while True:
-                chunk = await self.r.read(65536)
-                if not chunk:
-                    break
-                now = time.monotonic()
-                buf = self.buf + chunk
-                cut = buf.rfind(b"</message>")
-                if cut >= 0:
-                    done, self.buf = buf[: cut + 10], buf[cut + 10 :]
-                    self._messages(done, now)
-                else:
-                    done, self.buf = b"", buf
-                if not self.joined.is_set() and (b"<subject" in done):
-                    self.joined.set()
-                if self.waiting_ping is not None:
-                    (m1, m2), fut = self.waiting_ping
-                    if m1 in done or m1 in self.buf or m2 in done or m2 in self.buf:
-                        self.waiting_ping = None
-                        if not fut.done():
-                            fut.set_result(None)
-                if b"<stream:error" in self.buf or b"</stream:stream>" in self.buf:
-                    break
-                if len(self.buf) > 1 << 20:
-                    self.buf = self.buf[-4096:]  # presences and iq results we do not look at
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            self.dead = True
-            self.joined.set()  # nobody waits on a closed stream
-            if self.waiting_ping is not None and not self.waiting_ping[1].done():
-                self.waiting_ping[1].set_exception(ConnectionError("closed"))
+    def on_closed(self) -> None:
+        self.joined.set()  # nobody waits on a closed stream
+
+    def on_stanzas(self, done: bytes, now: float) -> None:
+        self._messages(done, now)
+        if not self.joined.is_set() and (b"<subject" in done):
+            self.joined.set()
 
     def _messages(self, done: bytes, now: float) -> None:
         bad = sum(done.count(t) for t in ERROR_TYPES)
@@ -236,26 +209,12 @@ class ConvPlan:
 
 
 async def login_all(plan: ConvPlan, sessions: list[ConvSession]) -> list[str]:
-    sem = asyncio.Semaphore(plan.concurrency)
-    failures: list[str] = []
-
-    async def one(seat: Seat) -> None:
-        async with sem:
-            try:
-                s = await asyncio.wait_for(
-                    login(plan.port, seat.user, "desk", plan.mechanism, ConvSession), 120
-                )
-            except (OSError, ConnectionError, TimeoutError, ssl.SSLError, AssertionError) as e:
-                failures.append(f"{seat.user}: {type(e).__name__}: {e}"[:300])
-                return
-            assert isinstance(s, ConvSession)
-            s.index = seat.index
-            sessions.append(s)
-            s.reader = asyncio.create_task(s.read_loop())
-            if plan.presence:
-                s.w.write(b"<presence/>")
-
-    await asyncio.gather(*(one(seat) for seat in plan.seats))
+    accounts = [(seat.index, seat.user, "desk") for seat in plan.seats]
+    presence = b"<presence/>" if plan.presence else None
+    new, failures = await login_many(
+        plan.port, plan.mechanism, plan.concurrency, accounts, ConvSession, presence
+    )
+    sessions += new
     sessions.sort(key=lambda s: s.index)
     return failures
 
@@ -381,8 +340,7 @@ async def worker_async(conn: Connection, plan: ConvPlan) -> None:
             ok, failures = await join_rooms(sessions, seats, cmd[1], cmd[2])
             conn.send(("joined", ok, failures[:3]))
         elif cmd[0] == "ping":
-            ok = await asyncio.gather(*(s.ping(f"alive-{cmd[2]}", cmd[1]) for s in sessions))
-            conn.send(("alive", sum(ok)))
+            conn.send(("alive", len(await answering(sessions, cmd[2], cmd[1]))))
         elif cmd[0] == "talk":
             for s in sessions:
                 s.lines.clear()
@@ -422,82 +380,18 @@ async def worker_async(conn: Connection, plan: ConvPlan) -> None:
             errs = [s.first_error for s in sessions if s.first_error][:3]
             conn.send(("offline", got, undelayed, sum(s.errors for s in sessions), errs))
         elif cmd[0] == "quit":
-            for s in sessions:
-                with contextlib.suppress(Exception):
-                    s.w.close()
-            conn.send(("bye",))
+            close_sessions(conn, sessions)
             return
 
 
-def worker_main(conn: Connection, plan: ConvPlan) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when to stop
-    asyncio.run(worker_async(conn, plan))
-
-
 # -- the coordinator ---------------------------------------------------------------------------
-
-
-class Run:
-    """The worker processes of one part and their pipes; `close` ends them."""
-
-    def __init__(self) -> None:
-        self.ctx = mp.get_context("fork")
-        self.procs: list[mp.process.BaseProcess] = []
-        self.conns: list[Connection] = []
-
-    def start_workers(self, plans: list[ConvPlan]) -> list[Connection]:
-        conns = []
-        for plan in plans:
-            parent, child = self.ctx.Pipe()
-            p = self.ctx.Process(target=worker_main, args=(child, plan), daemon=True)
-            p.start()
-            self.procs.append(p)
-            self.conns.append(parent)
-            conns.append(parent)
-        return conns
-
-    def start_probe(self, port: int, mechanism: str) -> Connection:
-        parent, child = self.ctx.Pipe()
-        p = self.ctx.Process(
-            target=probe_main, args=(child, port, mechanism, PROBE_USER), daemon=True
-        )
-        p.start()
-        self.procs.append(p)
-        expect(parent, "ready", 60)
-        return parent
-
-    def stop_probe(self, conn: Connection) -> list[tuple[float, float]]:
-        conn.send(("stop",))
-        samples: list[tuple[float, float]] = expect(conn, "samples", 30)[1]
-        return samples
-
-    def quit(self, conns: list[Connection]) -> None:
-        for c in conns:
-            with contextlib.suppress(Exception):
-                c.send(("quit",))
-        for c in conns:
-            with contextlib.suppress(Exception):
-                expect(c, "bye", 10)
-
-    def cpu_seconds(self) -> float:
-        """CPU of the client processes and of this one."""
-        me = os.times()
-        return me.user + me.system + sum(process_cpu_seconds(p.pid) for p in self.procs if p.pid)
-
-    def close(self) -> None:
-        self.quit(self.conns)
-        for p in self.procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
 
 
 class MachineLoad:
     """How busy the machine's other processes kept its CPUs since `start`:
     figures taken on a shared machine are read with this beside them."""
 
-    def __init__(self, server: ServerUnderTest, run: Run) -> None:
+    def __init__(self, server: ServerUnderTest, run: Workers) -> None:
         self.server, self.run = server, run
         self.start()
 
@@ -513,16 +407,6 @@ class MachineLoad:
             f"other processes on this machine meanwhile: {others / span * 100:.0f}% of a core"
             f" ({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})"
         )
-
-
-def ms(x: float) -> str:
-    return "n/a" if x != x else f"{x * 1000:.1f} ms"  # nan: no sample in that window
-
-
-def gather(conns: list[Connection], cmd: tuple[Any, ...], kind: str, timeout: float) -> list[Any]:
-    for c in conns:
-        c.send(cmd)
-    return [expect(c, kind, timeout) for c in conns]
 
 
 def drain(conns: list[Connection], expected: int, quiet: float, limit: float) -> tuple[int, float]:
@@ -558,12 +442,12 @@ def rooms_part(args: argparse.Namespace, root: Path) -> bool:
         flush=True,
     )
     server = start_server(root, [occupant_name(i) for i in range(n)] + [PROBE_USER])
-    run = Run()
+    run = Workers()
     try:
         assert server.proc is not None
         port = server.ports["c2s"]
         rss_idle = server.rss_kb()
-        probe = run.start_probe(port, args.mechanism)
+        probe = start_probe(run, port, args.mechanism, PROBE_USER)
 
         # occupant i is in room i // K with nick u<i % K>; the first of a room creates it
         seats = []
@@ -579,7 +463,7 @@ def rooms_part(args: argparse.Namespace, root: Path) -> bool:
             ConvPlan(port, args.mechanism, args.concurrency, seats[w :: args.workers], w + 1)
             for w in range(args.workers)
         ]
-        conns = run.start_workers(plans)
+        conns = [run.start(worker_async, p) for p in plans]
 
         t_login = time.monotonic()
         results = gather(conns, ("login",), "logged_in", 600)
@@ -640,7 +524,7 @@ def rooms_part(args: argparse.Namespace, root: Path) -> bool:
             error_bounces += r[3]
             first_errors += r[4]
         alive_after = sum(r[1] for r in gather(conns, ("ping", 30, "b"), "alive", 120))
-        samples = run.stop_probe(probe)
+        samples = stop_probe(probe)
 
         wanted = {(snd, seq) for snd, count in sent.items() for seq in range(1, count + 1)}
         missing = sum(max(0, args.occupants - deliveries.get(key, 0)) for key in wanted)
@@ -675,10 +559,7 @@ def rooms_part(args: argparse.Namespace, root: Path) -> bool:
             f" (first line to last delivery, {span:.1f}s; lines over"
             f" {t_said - start:.1f}s)"
         )
-        print(
-            f"delivery latency: p50 {ms(percentile(lat, 50))}, p95 {ms(percentile(lat, 95))},"
-            f" p99 {ms(percentile(lat, 99))}, max {ms(lat[-1] if lat else float('nan'))}"
-        )
+        print(f"delivery latency: {latency_summary(lat)}")
         print(
             f"worst probe round trip (reactor stall, ping every 100 ms): {ms(stall)} while"
             f" talking (median {ms(stall_median)}); {ms(stall_join)} during logins and joins"
@@ -714,15 +595,15 @@ def offline_part(args: argparse.Namespace, root: Path) -> bool:
     names += [recipient_name(i) for i in range(args.recipients)] + [PROBE_USER]
     server = start_server(root, names)
     db_path = str(root / "data" / "se.sqlite3")
-    run = Run()
+    run = Workers()
     ok = True
     try:
         assert server.proc is not None
-        probe = run.start_probe(server.ports["c2s"], args.mechanism)
+        probe = start_probe(run, server.ports["c2s"], args.mechanism, PROBE_USER)
         senders = [Seat(sender_name(i), i) for i in range(args.senders)]
         plan = ConvPlan(server.ports["c2s"], args.mechanism, args.concurrency, senders, 1)
         plan.presence = True
-        (sender,) = run.start_workers([plan])
+        sender = run.start(worker_async, plan)
         r = expect_login(sender, args.senders)
         ok = ok and r
 
@@ -747,7 +628,7 @@ def offline_part(args: argparse.Namespace, root: Path) -> bool:
         store_s = t_stored - t_first
         rss_stored = server.rss_kb()
         run.quit([sender])
-        samples = run.stop_probe(probe)
+        samples = stop_probe(probe)
         stall_store, _ = stall_summary(samples, t_first, t_stored)
         print(
             f"stored: {stored}/{sent} in {store_s:.1f}s ({stored / store_s:.0f}/s; sending took"
@@ -773,7 +654,7 @@ def offline_part(args: argparse.Namespace, root: Path) -> bool:
         )
         rss_restarted = server.rss_kb()
         port = server.ports["c2s"]
-        probe = run.start_probe(port, args.mechanism)
+        probe = start_probe(run, port, args.mechanism, PROBE_USER)
         seats = [Seat(recipient_name(i), i) for i in range(args.recipients)]
         plans = [
             ConvPlan(port, args.mechanism, args.concurrency, seats[w :: args.workers], w + 1)
@@ -781,7 +662,7 @@ def offline_part(args: argparse.Namespace, root: Path) -> bool:
         ]
         for p in plans:
             p.presence = False  # stored messages come with initial presence, sent all at once
-        conns = run.start_workers(plans)
+        conns = [run.start(worker_async, p) for p in plans]
         t_login = time.monotonic()
         results = gather(conns, ("login",), "logged_in", 600)
         logged_in = sum(r[1] for r in results)
@@ -803,7 +684,7 @@ def offline_part(args: argparse.Namespace, root: Path) -> bool:
         deliver_s = max(1e-9, last_arrival - t_presence)
         rss_delivered = server.rss_kb()
         collected = gather(conns, ("collect_offline",), "offline", 120)
-        samples = run.stop_probe(probe)
+        samples = stop_probe(probe)
         stall_deliver, _ = stall_summary(samples, t_presence, t_drained)
         # the store forgets what it handed over (the rows go after delivery, in the background)
         left = stored_count(db_path)
@@ -819,7 +700,7 @@ def offline_part(args: argparse.Namespace, root: Path) -> bool:
         port = server.ports["c2s"]
         for p in plans:
             p.port = port
-        conns = run.start_workers(plans)
+        conns = [run.start(worker_async, p) for p in plans]
         gather(conns, ("login",), "logged_in", 600)
         gather(conns, ("presence",), "presence_sent", 60)
         again, _ = drain(conns, sent, 3.0, args.drain)

@@ -34,35 +34,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import multiprocessing as mp
 import os
 import random
 import re
-import shutil
-import signal
 import socket
 import sqlite3
-import ssl
 import sys
-import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
+from harness import (
+    Workers,
+    gather,
+    latency_summary,
+    machine_busy_seconds,
+    ms,
+    percentile,
+    raise_fd_limit,
+    report_failure,
+    stall_summary,
+    wait_received,
+)
 from xmpp_sessions import (
     DOMAIN,
     PASSWORD,
     ServerUnderTest,
     Session,
-    expect,
-    login,
-    probe_main,
-    raise_fd_limit,
-    stall_summary,
+    answering,
+    bench_server,
+    close_sessions,
+    login_many,
+    start_probe,
+    stop_probe,
 )
 
 # SfB planning model: presence changes per user per hour
@@ -143,11 +152,12 @@ def add_users_over_control_socket(sock_path: Path, names: list[str], window: int
                 print(f"  accounts: {done}/{len(names)} ({rate:.0f}/s)", flush=True)
 
 
-def write_rosters(db_path: Path, graph: list[list[int]]) -> int:
+def write_rosters(db_path: Path, graph: list[list[int]], name: Callable[[int], str]) -> int:
     """Roster rows for every contact pair, straight into the stopped server's store: mutual
-    subscriptions ('both'), real roster items, nothing pending (the shape core/roster.py keeps)."""
+    subscriptions ('both'), real roster items, nothing pending (the shape core/roster.py keeps).
+    User i's account is name(i)."""
     rows = [
-        (user_name(u), f"{user_name(c)}@{DOMAIN}", "", "[]", "both", 0, 0, 0, 1)
+        (name(u), f"{name(c)}@{DOMAIN}", "", "[]", "both", 0, 0, 0, 1)
         for u, contacts in enumerate(graph)
         for c in contacts
     ]
@@ -165,6 +175,25 @@ def write_rosters(db_path: Path, graph: list[list[int]]) -> int:
     return len(rows)
 
 
+def accounts_and_rosters(
+    server: ServerUnderTest, names: list[str], graph: list[list[int]], name: Callable[[int], str]
+) -> None:
+    """The accounts, through the running server's control socket; the rosters, straight into
+    the stopped server's store; then the server again, with them."""
+    server.start()
+    print(f"server up (pid {server.proc.pid if server.proc else '?'}); {server.root}", flush=True)
+    t0 = time.monotonic()
+    add_users_over_control_socket(server.root / "data" / "control.sock", names)
+    print(f"{len(names)} accounts created in {time.monotonic() - t0:.1f}s", flush=True)
+    server.stop()
+    t0 = time.monotonic()
+    rows = write_rosters(server.root / "data" / "se.sqlite3", graph, name)
+    print(f"{rows} roster rows written in {time.monotonic() - t0:.1f}s", flush=True)
+    t0 = time.monotonic()
+    server.start()
+    print(f"server restarted in {time.monotonic() - t0:.1f}s", flush=True)
+
+
 # -- the client side ---------------------------------------------------------------------------
 
 
@@ -172,46 +201,19 @@ class PresenceSession(Session):
     """A session that counts the presences it receives and records each storm change's
     latency; it also answers Session.ping like the base class."""
 
+    ENDS = (b"</presence>",)
+
     def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, jid: str):
         super().__init__(r, w, jid)
-        self.index = -1
         self.presences = 0  # every presence stanza received
         self.got: list[tuple[int, int, float]] = []  # (sender, change number, latency s)
         self.seq = 0
         self.away = False
 
-    async def read_loop(self) -> None:
-        try:
-            while True:
-                chunk = await self.r.read(65536)
-                if not chunk:
-                    break
-                now = time.monotonic()
-                buf = self.buf + chunk
-                cut = buf.rfind(b"</presence>")
-                if cut >= 0:
-                    done, self.buf = buf[: cut + 11], buf[cut + 11 :]
-                    self.presences += done.count(b"<presence")
-                    for m in STORM_STATUS.finditer(done):
-                        self.got.append((int(m[1]), int(m[2]), now - float(m[3])))
-                else:
-                    done, self.buf = b"", buf
-                if self.waiting_ping is not None:
-                    (m1, m2), fut = self.waiting_ping
-                    if m1 in done or m1 in self.buf or m2 in done or m2 in self.buf:
-                        self.waiting_ping = None
-                        if not fut.done():
-                            fut.set_result(None)
-                if b"<stream:error" in self.buf or b"</stream:stream>" in self.buf:
-                    break
-                if len(self.buf) > 1 << 20:
-                    self.buf = self.buf[-4096:]  # iq results we do not look at
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            self.dead = True
-            if self.waiting_ping is not None and not self.waiting_ping[1].done():
-                self.waiting_ping[1].set_exception(ConnectionError("closed"))
+    def on_stanzas(self, done: bytes, now: float) -> None:
+        self.presences += done.count(b"<presence")
+        for m in STORM_STATUS.finditer(done):
+            self.got.append((int(m[1]), int(m[2]), now - float(m[3])))
 
     def change(self) -> float:
         """Send the next presence change (away, then available, then away...); returns the
@@ -232,30 +234,6 @@ class StormPlan:
     concurrency: int
     users: list[int]  # indices of the users this worker signs in, one session each
     seed: int
-
-
-async def login_all(plan: StormPlan, sessions: dict[int, PresenceSession]) -> list[str]:
-    """Sign in each user and send initial presence right away, as a client does."""
-    sem = asyncio.Semaphore(plan.concurrency)
-    failures: list[str] = []
-
-    async def one(i: int) -> None:
-        async with sem:
-            try:
-                s = await asyncio.wait_for(
-                    login(plan.port, user_name(i), "desk", plan.mechanism, PresenceSession), 120
-                )
-            except (OSError, ConnectionError, TimeoutError, ssl.SSLError, AssertionError) as e:
-                failures.append(f"{user_name(i)}: {type(e).__name__}: {e}"[:300])
-                return
-            assert isinstance(s, PresenceSession)
-            s.index = i
-            sessions[i] = s
-            s.reader = asyncio.create_task(s.read_loop())
-            s.w.write(b"<presence/>")
-
-    await asyncio.gather(*(one(i) for i in plan.users))
-    return failures
 
 
 async def storm(
@@ -300,14 +278,22 @@ async def worker_async(conn: Connection, plan: StormPlan) -> None:
         cmd = await loop.run_in_executor(None, conn.recv)
         if cmd[0] == "login":
             t0 = time.monotonic()
-            failures = await login_all(plan, sessions)
+            accounts = [(i, user_name(i), "desk") for i in plan.users]
+            new, failures = await login_many(
+                plan.port,
+                plan.mechanism,
+                plan.concurrency,
+                accounts,
+                PresenceSession,
+                b"<presence/>",
+            )
+            sessions.update((s.index, s) for s in new)
             conn.send(("logged_in", sorted(sessions), len(failures), failures[:3], t0))
         elif cmd[0] == "presences":
             conn.send(("presences", {i: s.presences for i, s in sessions.items()}))
         elif cmd[0] == "ping":
-            live = list(sessions.values())
-            ok = await asyncio.gather(*(s.ping(f"alive-{cmd[2]}", cmd[1]) for s in live))
-            conn.send(("alive", [s.index for s, good in zip(live, ok, strict=True) if good]))
+            alive = await answering(sessions.values(), cmd[2], cmd[1])
+            conn.send(("alive", [s.index for s in alive]))
         elif cmd[0] == "storm":
             per_user_rate, start, seconds = cmd[1], cmd[2], cmd[3]
             for s in sessions.values():
@@ -320,42 +306,11 @@ async def worker_async(conn: Connection, plan: StormPlan) -> None:
             got = [(snd, seq, s.index, lat) for s in sessions.values() for snd, seq, lat in s.got]
             conn.send(("collected", got))
         elif cmd[0] == "quit":
-            for s in sessions.values():
-                with contextlib.suppress(Exception):
-                    s.w.close()
-            conn.send(("bye",))
+            close_sessions(conn, sessions.values())
             return
 
 
-def worker_main(conn: Connection, plan: StormPlan) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when to stop
-    asyncio.run(worker_async(conn, plan))
-
-
 # -- the run -----------------------------------------------------------------------------------
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, -(-len(sorted_values) * q // 100))
-    return sorted_values[int(rank) - 1]
-
-
-def machine_busy_seconds() -> float:
-    """CPU time all processors spent busy since boot (user, nice, system, irq, softirq, steal)."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(ticks[:3]) + sum(ticks[5:8])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (all its threads); 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_settled(conns: list[Connection], expected: int, timeout: float) -> tuple[int, float]:
@@ -364,15 +319,45 @@ def wait_settled(conns: list[Connection], expected: int, timeout: float) -> tupl
     t0 = time.monotonic()
     last, last_change = -1, t0
     while True:
-        for c in conns:
-            c.send(("presences",))
-        total = sum(sum(expect(c, "presences", 60)[1].values()) for c in conns)
+        total = sum(sum(a[1].values()) for a in gather(conns, ("presences",), "presences", 60))
         now = time.monotonic()
         if total != last:
             last, last_change = total, now
         if total >= expected or now - last_change >= 2.0 or now - t0 >= timeout:
             return total, now - t0
         time.sleep(0.25)
+
+
+def start_storm_workers(
+    workers: Workers,
+    target: Callable[[Connection, StormPlan], Coroutine[Any, Any, None]],
+    port: int,
+    mechanism: str,
+    args: argparse.Namespace,
+) -> list[Connection]:
+    """args.workers client processes; worker w signs in every args.workers-th user from w."""
+    return [
+        workers.start(
+            target,
+            StormPlan(
+                port,
+                mechanism,
+                args.concurrency,
+                list(range(w, args.users, args.workers)),
+                args.seed * 1000 + w,
+            ),
+        )
+        for w in range(args.workers)
+    ]
+
+
+def sign_in(conns: list[Connection]) -> tuple[list[int], int]:
+    """Every worker signs its users in: (the users signed in, how many failed to)."""
+    results = gather(conns, ("login",), "logged_in", 600)
+    for r in results:
+        for err in r[3]:
+            print(f"  login failure: {err}")
+    return sorted(i for r in results for i in r[1]), sum(r[2] for r in results)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,246 +392,160 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: fd limit {fds} is low for {args.users} sessions", file=sys.stderr)
 
     per_user_rate = SFB_CHANGES_PER_HOUR * args.rate_factor / 3600
-    root = Path(tempfile.mkdtemp(prefix="se-storm-"))
-    server = ServerUnderTest(root)
-    ctx = mp.get_context("fork")
-    procs: list[mp.process.BaseProcess] = []
-    conns: list[Connection] = []
     t_run = time.monotonic()
-    try:
-        # 1. accounts, through the running server's control socket
-        server.start()
-        print(f"server up (pid {server.proc.pid if server.proc else '?'}); {root}", flush=True)
-        t0 = time.monotonic()
-        names = [user_name(i) for i in range(args.users)] + [PROBE_USER]
-        add_users_over_control_socket(root / "data" / "control.sock", names)
-        print(f"{len(names)} accounts created in {time.monotonic() - t0:.1f}s", flush=True)
-        server.stop()
+    with bench_server("se-storm-", args.keep) as (server, workers):
+        try:
+            # 1. accounts and rosters; the server again, with them
+            names = [user_name(i) for i in range(args.users)] + [PROBE_USER]
+            graph = contact_graph(args.users, args.contacts, args.seed)
+            accounts_and_rosters(server, names, graph, user_name)
+            time.sleep(1.0)
+            rss_idle = server.rss_kb()
 
-        # 2. rosters, straight into the stopped server's store
-        t0 = time.monotonic()
-        graph = contact_graph(args.users, args.contacts, args.seed)
-        rows = write_rosters(root / "data" / "se.sqlite3", graph)
-        print(f"{rows} roster rows written in {time.monotonic() - t0:.1f}s", flush=True)
-
-        # 3. the server again, with the rosters; the probe; the sessions
-        t0 = time.monotonic()
-        server.start()
-        print(f"server restarted in {time.monotonic() - t0:.1f}s", flush=True)
-        time.sleep(1.0)
-        rss_idle = server.rss_kb()
-
-        probe_conn, child = ctx.Pipe()
-        probe = ctx.Process(
-            target=probe_main,
-            args=(child, server.ports["c2s"], args.mechanism, PROBE_USER),
-        )
-        probe.start()
-        procs.append(probe)
-        expect(probe_conn, "ready", 60)
-
-        for w in range(args.workers):
-            parent, child = ctx.Pipe()
-            plan = StormPlan(
-                server.ports["c2s"],
-                args.mechanism,
-                args.concurrency,
-                list(range(w, args.users, args.workers)),
-                args.seed * 1000 + w,
-            )
-            p = ctx.Process(target=worker_main, args=(child, plan))
-            p.start()
-            procs.append(p)
-            conns.append(parent)
-
-        t_login = time.monotonic()
-        for c in conns:
-            c.send(("login",))
-        results = [expect(c, "logged_in", 600) for c in conns]
-        t_login_end = time.monotonic()
-        logged_in = sorted(i for r in results for i in r[1])
-        failed = sum(r[2] for r in results)
-        for r in results:
-            for err in r[3]:
-                print(f"  login failure: {err}")
-        print(
-            f"{len(logged_in)}/{args.users} sessions signed in with initial presence in"
-            f" {t_login_end - t_login:.1f}s ({failed} failed)",
-            flush=True,
-        )
-
-        # every session should get each contact's presence once, and its own
-        live = set(logged_in)
-        expected_initial = sum(sum(c in live for c in graph[u]) + 1 for u in live)
-        initial, settle_s = wait_settled(conns, expected_initial, 120)
-        t_settled = time.monotonic()
-        print(
-            f"initial presence settled: {initial}/{expected_initial} presences delivered,"
-            f" {settle_s:.1f}s after the last login",
-            flush=True,
-        )
-        for c in conns:
-            c.send(("ping", 30, "a"))
-        alive = sorted(i for c in conns for i in expect(c, "alive", 120)[1])
-        t_pinged = time.monotonic()
-        time.sleep(1.0)
-        rss_sessions = server.rss_kb()
-
-        # 4. the storm
-        print(
-            f"storm: {args.seconds:.0f}s at {args.rate_factor:g}x the SfB rate"
-            f" ({per_user_rate * 3600:g} changes per user per hour,"
-            f" {per_user_rate * len(alive):.1f} changes/s offered)...",
-            flush=True,
-        )
-        ours = [p.pid for p in procs if p.pid is not None]
-
-        def our_cpu() -> float:
-            me = os.times()
-            return (
-                server.cpu_seconds()
-                + sum(process_cpu_seconds(pid) for pid in ours)
-                + me.user
-                + me.system
+            # 2. the probe; the sessions
+            port = server.ports["c2s"]
+            probe_conn = start_probe(workers, port, args.mechanism, PROBE_USER)
+            conns = start_storm_workers(workers, worker_async, port, args.mechanism, args)
+            t_login = time.monotonic()
+            logged_in, failed = sign_in(conns)
+            t_login_end = time.monotonic()
+            print(
+                f"{len(logged_in)}/{args.users} sessions signed in with initial presence in"
+                f" {t_login_end - t_login:.1f}s ({failed} failed)",
+                flush=True,
             )
 
-        t_cpu0, cpu0, ours0 = time.monotonic(), server.cpu_seconds(), our_cpu()
-        busy0 = machine_busy_seconds()
-        start = time.monotonic() + 0.5
-        for c in conns:
-            c.send(("storm", per_user_rate, start, args.seconds))
-        sent = [change for c in conns for change in expect(c, "sent", args.seconds + 60)[1]]
-        t_storm_end = time.monotonic()
-        cpu_storm = server.cpu_seconds() - cpu0
-        others = (machine_busy_seconds() - busy0) - (our_cpu() - ours0)
-        cpu_span = max(1e-9, time.monotonic() - t_cpu0)
+            # every session should get each contact's presence once, and its own
+            live = set(logged_in)
+            expected_initial = sum(sum(c in live for c in graph[u]) + 1 for u in live)
+            initial, settle_s = wait_settled(conns, expected_initial, 120)
+            t_settled = time.monotonic()
+            print(
+                f"initial presence settled: {initial}/{expected_initial} presences delivered,"
+                f" {settle_s:.1f}s after the last login",
+                flush=True,
+            )
+            alive = sorted(i for a in gather(conns, ("ping", 30, "a"), "alive", 120) for i in a[1])
+            t_pinged = time.monotonic()
+            time.sleep(1.0)
+            rss_sessions = server.rss_kb()
 
-        live = set(alive)
-        expected_to: dict[tuple[int, int], list[int]] = {
-            (snd, seq): [c for c in graph[snd] if c in live] + [snd] for snd, seq, _ in sent
-        }
-        expected = sum(len(v) for v in expected_to.values())
-        drain_end = time.monotonic() + args.drain
-        while True:
-            for c in conns:
-                c.send(("received",))
-            received = sum(expect(c, "received", 60)[1] for c in conns)
-            if received >= expected or time.monotonic() >= drain_end:
-                break
-            time.sleep(0.1)
-        t_drained = time.monotonic()
-        for c in conns:
-            c.send(("collect",))
-        got = [g for c in conns for g in expect(c, "collected", 120)[1]]
+            # 3. the storm
+            print(
+                f"storm: {args.seconds:.0f}s at {args.rate_factor:g}x the SfB rate"
+                f" ({per_user_rate * 3600:g} changes per user per hour,"
+                f" {per_user_rate * len(alive):.1f} changes/s offered)...",
+                flush=True,
+            )
 
-        for c in conns:
-            c.send(("ping", 30, "b"))
-        alive_after = sum(len(expect(c, "alive", 120)[1]) for c in conns)
-        probe_conn.send(("stop",))
-        samples = expect(probe_conn, "samples", 30)[1]
-        rss_after = server.rss_kb()
+            def our_cpu() -> float:
+                return server.cpu_seconds() + workers.cpu_seconds()
 
-        # 5. what arrived
-        delivered = Counter((snd, seq, rcv) for snd, seq, rcv, _ in got)
-        wanted = Counter(
-            (snd, seq, rcv) for (snd, seq), rcvs in expected_to.items() for rcv in rcvs
-        )
-        missing = wanted - delivered
-        extra = delivered - wanted
-        latencies = sorted(lat for *_, lat in got)
-        stamps = {(snd, seq): stamp for snd, seq, stamp in sent}
-        arrivals = [stamps[(snd, seq)] + lat for snd, seq, _, lat in got if (snd, seq) in stamps]
-        last_arrival = max(arrivals, default=t_storm_end)
-        span = max(1e-9, last_arrival - start)
-        stall_storm, median_storm = stall_summary(samples, start, t_drained)
-        stall_login, _ = stall_summary(samples, t_login, t_settled)
-        stall_ping, _ = stall_summary(samples, t_settled, t_pinged)
-        # how long the server took to write one change to all its receivers
-        first_last: dict[tuple[int, int], list[float]] = {}
-        for snd, seq, _, lat in got:
-            seen = first_last.setdefault((snd, seq), [lat, lat])
-            seen[0], seen[1] = min(seen[0], lat), max(seen[1], lat)
-        spreads = sorted(hi - lo for lo, hi in first_last.values())
+            t_cpu0, cpu0, ours0 = time.monotonic(), server.cpu_seconds(), our_cpu()
+            busy0 = machine_busy_seconds()
+            start = time.monotonic() + 0.5
+            storm_cmd = ("storm", per_user_rate, start, args.seconds)
+            sent = [x for a in gather(conns, storm_cmd, "sent", args.seconds + 60) for x in a[1]]
+            t_storm_end = time.monotonic()
+            cpu_storm = server.cpu_seconds() - cpu0
+            others = (machine_busy_seconds() - busy0) - (our_cpu() - ours0)
+            cpu_span = max(1e-9, time.monotonic() - t_cpu0)
 
-        def ms(x: float) -> str:
-            return "n/a" if x != x else f"{x * 1000:.1f} ms"  # nan: no sample in that window
+            live = set(alive)
+            expected_to: dict[tuple[int, int], list[int]] = {
+                (snd, seq): [c for c in graph[snd] if c in live] + [snd] for snd, seq, _ in sent
+            }
+            expected = sum(len(v) for v in expected_to.values())
+            wait_received(conns, expected, time.monotonic() + args.drain)
+            t_drained = time.monotonic()
+            got = [g for a in gather(conns, ("collect",), "collected", 120) for g in a[1]]
+            alive_after = sum(len(a[1]) for a in gather(conns, ("ping", 30, "b"), "alive", 120))
+            samples = stop_probe(probe_conn)
+            rss_after = server.rss_kb()
 
-        print()
-        print(
-            f"users: {args.users}, contacts per user: {args.contacts} (all mutual),"
-            f" sessions: {len(alive)} answering ping before the storm,"
-            f" {alive_after} after ({failed} logins failed)"
-        )
-        print(
-            f"changes sent: {len(sent)} in {args.seconds:.0f}s"
-            f" ({len(sent) / args.seconds:.1f}/s; {args.rate_factor:g}x SfB ="
-            f" {per_user_rate * 3600:g} per user per hour, Poisson arrivals)"
-        )
-        print(
-            f"notifications expected: {expected} (each change to the sender's"
-            f" {args.contacts} contacts + its own session), received: {len(got)}"
-            f" (missing {sum(missing.values())}, unexpected or duplicated"
-            f" {sum(extra.values())})"
-        )
-        print(f"notifications/s: {len(got) / span:.0f} (first change to last arrival, {span:.1f}s)")
-        print(
-            f"delivery latency: p50 {ms(percentile(latencies, 50))},"
-            f" p95 {ms(percentile(latencies, 95))}, p99 {ms(percentile(latencies, 99))},"
-            f" max {ms(latencies[-1] if latencies else float('nan'))}"
-        )
-        print(
-            f"worst probe round trip (reactor stall, ping every 100 ms): {ms(stall_storm)}"
-            f" during the storm (median {ms(median_storm)});"
-            f" {ms(stall_login)} during logins and initial presence,"
-            f" {ms(stall_ping)} while every session was pinged at once"
-        )
-        print(
-            f"fan-out spread (first to last receiver of one change): p50"
-            f" {ms(percentile(spreads, 50))}, p99 {ms(percentile(spreads, 99))},"
-            f" max {ms(spreads[-1] if spreads else float('nan'))}"
-        )
-        print(
-            f"server RSS: {rss_idle / 1024:.1f} MB idle with rosters loaded,"
-            f" {rss_sessions / 1024:.1f} MB with {len(alive)} sessions,"
-            f" {rss_after / 1024:.1f} MB after the storm"
-        )
-        print(
-            f"server CPU during the storm: {cpu_storm / cpu_span * 100:.0f}% of a core"
-            f" ({cpu_storm * 1e6 / max(1, len(got)):.0f} us per notification); other"
-            f" processes on this machine meanwhile: {max(0.0, others) / cpu_span * 100:.0f}%"
-            f" of a core ({os.cpu_count()} cores)"
-        )
-        p99 = percentile(latencies, 99)
-        verdict = {True: "met", False: "MISSED"}
-        print(
-            f"goal (p99 < 50 ms, stall < 10 ms at 10x SfB; this run {args.rate_factor:g}x):"
-            f" p99 {verdict[p99 < 0.05]}, stall {verdict[stall_storm < 0.01]}"
-        )
-        if missing:
-            print("first missing notifications (sender, change, receiver):")
-            for (snd, seq, rcv), n in sorted(missing.items())[:10]:
-                print(f"  {user_name(snd)} change {seq} -> {user_name(rcv)} (x{n})")
-        print(f"whole run: {time.monotonic() - t_run:.0f}s")
-        ok = failed == 0 and not missing and len(alive) == args.users
-        return 0 if ok else 1
-    except (RuntimeError, TimeoutError, OSError) as e:
-        print(f"benchmark failed: {e}", file=sys.stderr)
-        tail = server.log_tail()
-        if tail:
-            print(f"--- server log ---\n{tail}", file=sys.stderr)
-        return 1
-    finally:
-        for c in conns:
-            with contextlib.suppress(Exception):
-                c.send(("quit",))
-        for p in procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
-        server.stop()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+            # 4. what arrived
+            delivered = Counter((snd, seq, rcv) for snd, seq, rcv, _ in got)
+            wanted = Counter(
+                (snd, seq, rcv) for (snd, seq), rcvs in expected_to.items() for rcv in rcvs
+            )
+            missing = wanted - delivered
+            extra = delivered - wanted
+            latencies = sorted(lat for *_, lat in got)
+            stamps = {(snd, seq): stamp for snd, seq, stamp in sent}
+            arrivals = [
+                stamps[(snd, seq)] + lat for snd, seq, _, lat in got if (snd, seq) in stamps
+            ]
+            last_arrival = max(arrivals, default=t_storm_end)
+            span = max(1e-9, last_arrival - start)
+            stall_storm, median_storm = stall_summary(samples, start, t_drained)
+            stall_login, _ = stall_summary(samples, t_login, t_settled)
+            stall_ping, _ = stall_summary(samples, t_settled, t_pinged)
+            # how long the server took to write one change to all its receivers
+            first_last: dict[tuple[int, int], list[float]] = {}
+            for snd, seq, _, lat in got:
+                seen = first_last.setdefault((snd, seq), [lat, lat])
+                seen[0], seen[1] = min(seen[0], lat), max(seen[1], lat)
+            spreads = sorted(hi - lo for lo, hi in first_last.values())
+
+            print()
+            print(
+                f"users: {args.users}, contacts per user: {args.contacts} (all mutual),"
+                f" sessions: {len(alive)} answering ping before the storm,"
+                f" {alive_after} after ({failed} logins failed)"
+            )
+            print(
+                f"changes sent: {len(sent)} in {args.seconds:.0f}s"
+                f" ({len(sent) / args.seconds:.1f}/s; {args.rate_factor:g}x SfB ="
+                f" {per_user_rate * 3600:g} per user per hour, Poisson arrivals)"
+            )
+            print(
+                f"notifications expected: {expected} (each change to the sender's"
+                f" {args.contacts} contacts + its own session), received: {len(got)}"
+                f" (missing {sum(missing.values())}, unexpected or duplicated"
+                f" {sum(extra.values())})"
+            )
+            print(
+                f"notifications/s: {len(got) / span:.0f} (first change to last arrival,"
+                f" {span:.1f}s)"
+            )
+            print(f"delivery latency: {latency_summary(latencies)}")
+            print(
+                f"worst probe round trip (reactor stall, ping every 100 ms): {ms(stall_storm)}"
+                f" during the storm (median {ms(median_storm)});"
+                f" {ms(stall_login)} during logins and initial presence,"
+                f" {ms(stall_ping)} while every session was pinged at once"
+            )
+            print(
+                f"fan-out spread (first to last receiver of one change): p50"
+                f" {ms(percentile(spreads, 50))}, p99 {ms(percentile(spreads, 99))},"
+                f" max {ms(spreads[-1] if spreads else float('nan'))}"
+            )
+            print(
+                f"server RSS: {rss_idle / 1024:.1f} MB idle with rosters loaded,"
+                f" {rss_sessions / 1024:.1f} MB with {len(alive)} sessions,"
+                f" {rss_after / 1024:.1f} MB after the storm"
+            )
+            print(
+                f"server CPU during the storm: {cpu_storm / cpu_span * 100:.0f}% of a core"
+                f" ({cpu_storm * 1e6 / max(1, len(got)):.0f} us per notification); other"
+                f" processes on this machine meanwhile: {max(0.0, others) / cpu_span * 100:.0f}%"
+                f" of a core ({os.cpu_count()} cores)"
+            )
+            p99 = percentile(latencies, 99)
+            verdict = {True: "met", False: "MISSED"}
+            print(
+                f"goal (p99 < 50 ms, stall < 10 ms at 10x SfB; this run {args.rate_factor:g}x):"
+                f" p99 {verdict[p99 < 0.05]}, stall {verdict[stall_storm < 0.01]}"
+            )
+            if missing:
+                print("first missing notifications (sender, change, receiver):")
+                for (snd, seq, rcv), n in sorted(missing.items())[:10]:
+                    print(f"  {user_name(snd)} change {seq} -> {user_name(rcv)} (x{n})")
+            print(f"whole run: {time.monotonic() - t_run:.0f}s")
+            ok = failed == 0 and not missing and len(alive) == args.users
+            return 0 if ok else 1
+        except (RuntimeError, TimeoutError, OSError) as e:
+            return report_failure(e, server)
 
 
 if __name__ == "__main__":

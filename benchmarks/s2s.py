@@ -117,24 +117,22 @@ async def measure(src: Account, dst: Account, n: int, window: int) -> dict[str, 
     }
 
 
+def appliance(root: Path, domain: str, host: str, s2s_port: int, federation: str) -> Server:
+    """An SE Appliance serving `domain`, its edge's s2s on host:s2s_port."""
+    return Server(
+        root,
+        federation,
+        domain=domain,
+        edge_host=host,
+        edge_ports={"s2s": s2s_port},
+        edge_extra=LIMITS,
+    )
+
+
 def two_appliances(root: Path, n: int, window: int) -> dict[str, float]:
     pa, pb = free_port(), free_port()
-    a = Server(
-        root / "a",
-        federation("b.test", B_HOST, pb),
-        domain="a.test",
-        edge_host=A_HOST,
-        edge_ports={"s2s": pa},
-        edge_extra=LIMITS,
-    )
-    b = Server(
-        root / "b",
-        federation("a.test", A_HOST, pa),
-        domain="b.test",
-        edge_host=B_HOST,
-        edge_ports={"s2s": pb},
-        edge_extra=LIMITS,
-    )
+    a = appliance(root / "a", "a.test", A_HOST, pa, federation("b.test", B_HOST, pb))
+    b = appliance(root / "b", "b.test", B_HOST, pb, federation("a.test", A_HOST, pa))
     try:
         a.start()
         b.start()
@@ -153,14 +151,7 @@ def with_prosody(root: Path, n: int, window: int) -> dict[str, float]:
     root.mkdir(parents=True, exist_ok=True)
     dns = DNS(records(pa, pp), root / "dns.log")
     prosody = Prosody(root / "prosody", dns.port, pp)
-    a = Server(
-        root / "a-prosody",
-        federation_toml(pp),
-        domain="a.test",
-        edge_host=A_HOST,
-        edge_ports={"s2s": pa},
-        edge_extra=LIMITS,
-    )
+    a = appliance(root / "a-prosody", "a.test", A_HOST, pa, federation_toml(pp))
     try:
         a.start()
         prosody.start()

@@ -19,29 +19,30 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import hmac
 import json
-import multiprocessing as mp
 import os
 import re
-import resource
 import secrets
 import shutil
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from harness import Workers, expect, raise_fd_limit, report_failure, stall_summary
 
 DOMAIN = "example.test"
 PASSWORD = "Bench-Mark-2024"
@@ -98,8 +99,12 @@ def scram_final(user: str, hash_name: str, cnonce: str, server_first: bytes) -> 
 
 
 class Session:
+    # the stanza ends a read is cut after: what comes before goes to on_stanzas, the rest waits
+    ENDS: tuple[bytes, ...] = (b"</message>",)
+
     def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, jid: str):
         self.r, self.w, self.jid, self.buf = r, w, jid, b""
+        self.index = -1  # the benchmark's number for this session
         # after login
         self.partner_msg = b""
         self.replying = False
@@ -132,25 +137,19 @@ class Session:
                 raise ConnectionError(f"{self.jid}: closed: {self.buf[-300:]!r}")
             self.buf += chunk
 
-    # after login one task per session reads everything: messages, ping answers, errors
+    # after login one task per session reads everything: stanzas, ping answers, errors
     async def read_loop(self) -> None:
         try:
             while True:
                 chunk = await self.r.read(65536)
                 if not chunk:
                     break
+                now = time.monotonic()
                 buf = self.buf + chunk
-                cut = buf.rfind(b"</message>")
-                if cut >= 0:
-                    done, self.buf = buf[: cut + 10], buf[cut + 10 :]
-                    n = done.count(b"</message>")
-                    bad = done.count(b"type='error'") + done.count(b'type="error"')
-                    self.errors += bad
-                    if self.replying and n - bad > 0:
-                        self.delivered += n - bad
-                        self.w.write(self.partner_msg * (n - bad))
-                else:
-                    done, self.buf = b"", buf
+                cut = max((i + len(e) for e in self.ENDS if (i := buf.rfind(e)) >= 0), default=0)
+                done, self.buf = buf[:cut], buf[cut:]
+                if done:
+                    self.on_stanzas(done, now)
                 if self.waiting_ping is not None:
                     (m1, m2), fut = self.waiting_ping
                     if m1 in done or m1 in self.buf or m2 in done or m2 in self.buf:
@@ -160,13 +159,27 @@ class Session:
                 if b"<stream:error" in self.buf or b"</stream:stream>" in self.buf:
                     break
                 if len(self.buf) > 1 << 20:
-                    self.buf = self.buf[-4096:]  # iq results and presences we do not look at
+                    self.buf = self.buf[-4096:]  # stanzas past ENDS that we do not look at
         except (OSError, ssl.SSLError):
             pass
         finally:
             self.dead = True
+            self.on_closed()
             if self.waiting_ping is not None and not self.waiting_ping[1].done():
                 self.waiting_ping[1].set_exception(ConnectionError("closed"))
+
+    def on_stanzas(self, done: bytes, now: float) -> None:
+        """Whole stanzas up to one of ENDS, read at monotonic time `now`: here, messages of the
+        ping-pong, each answered with one to the partner."""
+        n = done.count(b"</message>")
+        bad = done.count(b"type='error'") + done.count(b'type="error"')
+        self.errors += bad
+        if self.replying and n - bad > 0:
+            self.delivered += n - bad
+            self.w.write(self.partner_msg * (n - bad))
+
+    def on_closed(self) -> None:
+        """The stream ended; the read loop stops."""
 
     async def ping(self, ident: str, timeout: float) -> bool:
         if self.dead:
@@ -179,6 +192,9 @@ class Session:
         except (TimeoutError, ConnectionError, OSError):
             return False
         return True
+
+
+SessionT = TypeVar("SessionT", bound=Session)
 
 
 async def login(
@@ -260,25 +276,52 @@ class WorkerPlan:
     presence: bool = False
 
 
-async def login_all(plan: WorkerPlan, sessions: list[Session]) -> list[str]:
-    """Log in the plan's sessions, at most plan.concurrency at a time; returns the failures."""
-    sem = asyncio.Semaphore(plan.concurrency)
+async def login_many(
+    port: int,
+    mechanism: str,
+    concurrency: int,
+    accounts: Iterable[tuple[int, str, str]],
+    session_class: type[SessionT],
+    presence: bytes | None = None,
+) -> tuple[list[SessionT], list[str]]:
+    """Log in each (index, user, resource), at most `concurrency` at a time; each session's
+    read loop starts and it sends `presence` right away, as a client does. Returns the
+    sessions in the order they came up, and the failures."""
+    sem = asyncio.Semaphore(concurrency)
+    sessions: list[SessionT] = []
     failures: list[str] = []
 
-    async def one(user: str, res: str) -> None:
+    async def one(index: int, user: str, res: str) -> None:
         async with sem:
             try:
-                s = await asyncio.wait_for(login(plan.port, user, res, plan.mechanism), 120)
+                s = await asyncio.wait_for(login(port, user, res, mechanism, session_class), 120)
             except (OSError, ConnectionError, TimeoutError, ssl.SSLError, AssertionError) as e:
-                failures.append(f"{type(e).__name__}: {e}"[:300])
+                failures.append(f"{user}: {type(e).__name__}: {e}"[:300])
                 return
+            assert isinstance(s, session_class)
+            s.index = index
             sessions.append(s)
-            if plan.presence:
-                s.w.write(b"<presence/>")
             s.reader = asyncio.create_task(s.read_loop())
+            if presence is not None:
+                s.w.write(presence)
 
-    await asyncio.gather(*(one(u, r) for u, r in plan.sessions))
-    return failures
+    await asyncio.gather(*(one(*account) for account in accounts))
+    return sessions, failures
+
+
+async def answering(sessions: Iterable[SessionT], tag: str, timeout: float) -> list[SessionT]:
+    """The sessions that answer a ping within `timeout`, all pinged at once."""
+    live = list(sessions)
+    ok = await asyncio.gather(*(s.ping(f"alive-{tag}", timeout) for s in live))
+    return [s for s, good in zip(live, ok, strict=True) if good]
+
+
+def close_sessions(conn: Connection, sessions: Iterable[Session]) -> None:
+    """A worker's `quit`: every stream closed, then `bye` to the coordinator."""
+    for s in sessions:
+        with contextlib.suppress(Exception):
+            s.w.close()
+    conn.send(("bye",))
 
 
 async def worker_async(conn: Connection, plan: WorkerPlan) -> None:
@@ -292,16 +335,17 @@ async def worker_async(conn: Connection, plan: WorkerPlan) -> None:
         cmd = await recv()
         if cmd[0] == "login":
             t0 = time.monotonic()
-            failures = await login_all(plan, sessions)
+            accounts = [(i, user, res) for i, (user, res) in enumerate(plan.sessions)]
+            presence = b"<presence/>" if plan.presence else None
+            new, failures = await login_many(
+                plan.port, plan.mechanism, plan.concurrency, accounts, Session, presence
+            )
+            sessions += new
             conn.send(
                 ("logged_in", len(sessions), len(failures), failures[:3], t0, time.monotonic())
             )
         elif cmd[0] == "ping":
-            timeout = cmd[1]
-            ok = await asyncio.gather(
-                *(s.ping(f"alive{i}-{cmd[2]}", timeout) for i, s in enumerate(sessions))
-            )
-            conn.send(("alive", sum(ok)))
+            conn.send(("alive", len(await answering(sessions, cmd[2], cmd[1]))))
         elif cmd[0] == "pingpong":
             seconds, window = cmd[1], cmd[2]
             live = [s for s in sessions if not s.dead]
@@ -327,16 +371,24 @@ async def worker_async(conn: Connection, plan: WorkerPlan) -> None:
             await asyncio.sleep(0.5)  # let the messages in flight land before the next ping
             conn.send(("delivered", delivered, errors, elapsed, len(pairs)))
         elif cmd[0] == "quit":
-            for s in sessions:
-                with contextlib.suppress(Exception):
-                    s.w.close()
-            conn.send(("bye",))
+            close_sessions(conn, sessions)
             return
 
 
-def worker_main(conn: Connection, plan: WorkerPlan) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when to stop
-    asyncio.run(worker_async(conn, plan))
+def start_workers(workers: Workers, n: int, whole: WorkerPlan) -> list[Connection]:
+    """`whole` shared by n client processes: worker w takes every n-th session from w and its
+    share of the pairs."""
+    return [
+        workers.start(
+            worker_async,
+            dataclasses.replace(
+                whole,
+                sessions=whole.sessions[w::n],
+                pairs=whole.pairs // n + (w < whole.pairs % n),
+            ),
+        )
+        for w in range(n)
+    ]
 
 
 async def probe_async(conn: Connection, port: int, mechanism: str, user: str) -> None:
@@ -367,9 +419,18 @@ async def probe_async(conn: Connection, port: int, mechanism: str, user: str) ->
     s.w.close()
 
 
-def probe_main(conn: Connection, port: int, mechanism: str, user: str) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(probe_async(conn, port, mechanism, user))
+def start_probe(workers: Workers, port: int, mechanism: str, user: str) -> Connection:
+    """The probe in a process of its own, pinging once it has signed in."""
+    conn = workers.start(probe_async, port, mechanism, user)
+    expect(conn, "ready", 60)
+    return conn
+
+
+def stop_probe(conn: Connection) -> list[tuple[float, float]]:
+    """Stop the probe; its (send time, round trip) samples."""
+    conn.send(("stop",))
+    samples: list[tuple[float, float]] = expect(conn, "samples", 30)[1]
+    return samples
 
 
 # -- the server under test ---------------------------------------------------------------------
@@ -476,31 +537,24 @@ class ServerUnderTest:
             self.proc.wait()
 
 
+@contextlib.contextmanager
+def bench_server(prefix: str, keep: bool) -> Iterator[tuple[ServerUnderTest, Workers]]:
+    """A server under test in a temp dir of its own, and the run's client processes; on the way
+    out the clients quit, the server stops and the dir goes (unless `keep`)."""
+    server = ServerUnderTest(Path(tempfile.mkdtemp(prefix=prefix)))
+    workers = Workers()
+    try:
+        yield server, workers
+    finally:
+        workers.close()
+        server.stop()
+        if keep:
+            print(f"kept {server.root}")
+        else:
+            shutil.rmtree(server.root, ignore_errors=True)
+
+
 # -- the run -----------------------------------------------------------------------------------
-
-
-def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def expect(conn: Connection, kind: str, timeout: float) -> tuple[Any, ...]:
-    if not conn.poll(timeout):
-        raise TimeoutError(f"no {kind!r} from a worker within {timeout:.0f}s")
-    msg = conn.recv()
-    if msg[0] != kind:
-        raise RuntimeError(f"worker said {msg!r}, expected {kind!r}")
-    return msg
-
-
-def stall_summary(
-    samples: list[tuple[float, float]], start: float, end: float
-) -> tuple[float, float]:
-    """(worst, median) round trip of the probe pings in flight at some time in [start, end]."""
-    rtts = [rtt for t, rtt in samples if t <= end and t + rtt >= start]
-    return (max(rtts) if rtts else float("nan"), statistics.median(rtts) if rtts else float("nan"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -528,157 +582,126 @@ def main(argv: list[str] | None = None) -> int:
     if per_worker + 100 > fds or args.sessions + 100 > fds:
         print(f"warning: fd limit {fds} is low for {args.sessions} sessions", file=sys.stderr)
 
-    root = Path(tempfile.mkdtemp(prefix="se-bench-"))
-    server = ServerUnderTest(root)
-    ctx = mp.get_context("fork")
-    procs: list[mp.process.BaseProcess] = []
-    try:
-        server.start()
-        print(f"server up on 127.0.0.1:{server.ports['c2s']} (pid {server.proc.pid}); {root}")
-        users = [f"bench{i}" for i in range(args.users)]
-        t0 = time.monotonic()
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(server.add_user, [*users, "probe"]))
-        print(f"{len(users) + 1} users created with se-ctl in {time.monotonic() - t0:.1f}s")
-
-        probe_conn, child = ctx.Pipe()
-        probe = ctx.Process(
-            target=probe_main, args=(child, server.ports["c2s"], args.mechanism, "probe")
-        )
-        probe.start()
-        procs.append(probe)
-        expect(probe_conn, "ready", 60)
-        time.sleep(1.0)
-        rss0 = server.rss_kb()
-
-        # sessions i -> user i % users, resource r<i>; worker w gets every w-th slice
-        plan_sessions = [(users[i % len(users)], f"r{i}") for i in range(args.sessions)]
-        chunks = [plan_sessions[w :: args.workers] for w in range(args.workers)]
-        pair_share = [
-            args.pairs // args.workers + (w < args.pairs % args.workers)
-            for w in range(args.workers)
-        ]
-        conns: list[Connection] = []
-        for w in range(args.workers):
-            parent, child = ctx.Pipe()
-            plan = WorkerPlan(
-                server.ports["c2s"],
-                args.mechanism,
-                args.concurrency,
-                chunks[w],
-                pair_share[w],
-                args.presence,
+    with bench_server("se-bench-", args.keep) as (server, workers):
+        try:
+            server.start()
+            print(
+                f"server up on 127.0.0.1:{server.ports['c2s']} (pid {server.proc.pid});"
+                f" {server.root}"
             )
-            p = ctx.Process(target=worker_main, args=(child, plan))
-            p.start()
-            procs.append(p)
-            conns.append(parent)
+            users = [f"bench{i}" for i in range(args.users)]
+            t0 = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(server.add_user, [*users, "probe"]))
+            print(f"{len(users) + 1} users created with se-ctl in {time.monotonic() - t0:.1f}s")
 
-        cpu0 = server.cpu_seconds()
-        t_login = time.monotonic()
-        for c in conns:
-            c.send(("login",))
-        results = [expect(c, "logged_in", 600) for c in conns]
-        t_login_end = max(r[5] for r in results)
-        logged_in = sum(r[1] for r in results)
-        failed = sum(r[2] for r in results)
-        login_s = t_login_end - t_login
-        for r in results:
-            for err in r[3]:
-                print(f"  login failure: {err}")
-        cpu_login = server.cpu_seconds() - cpu0
-        time.sleep(1.0)
-        rss1 = server.rss_kb()
+            probe_conn = start_probe(workers, server.ports["c2s"], args.mechanism, "probe")
+            time.sleep(1.0)
+            rss0 = server.rss_kb()
 
-        t_ping = time.monotonic()
-        for c in conns:
-            c.send(("ping", 30, "a"))
-        alive = sum(expect(c, "alive", 120)[1] for c in conns)
-        t_ping_end = time.monotonic()
-        time.sleep(2.0)  # all sessions held, nothing said: timers and housekeeping only
-        t_idle_end = time.monotonic()
+            # sessions i -> user i % users, resource r<i>; worker w gets every w-th slice
+            plan_sessions = [(users[i % len(users)], f"r{i}") for i in range(args.sessions)]
+            conns = start_workers(
+                workers,
+                args.workers,
+                WorkerPlan(
+                    server.ports["c2s"],
+                    args.mechanism,
+                    args.concurrency,
+                    plan_sessions,
+                    args.pairs,
+                    args.presence,
+                ),
+            )
 
-        counted0 = server.routed_messages()
-        cpu0 = server.cpu_seconds()
-        t_msg = time.monotonic()
-        for c in conns:
-            c.send(("pingpong", args.seconds, args.window))
-        msg_results = [expect(c, "delivered", args.seconds + 120) for c in conns]
-        t_msg_end = time.monotonic()
-        cpu_msg = server.cpu_seconds() - cpu0
-        counted1 = server.routed_messages()
-        delivered = sum(r[1] for r in msg_results)
-        errors = sum(r[2] for r in msg_results)
-        elapsed = max(r[3] for r in msg_results)
-        pairs_run = sum(r[4] for r in msg_results)
+            cpu0 = server.cpu_seconds()
+            t_login = time.monotonic()
+            for c in conns:
+                c.send(("login",))
+            results = [expect(c, "logged_in", 600) for c in conns]
+            t_login_end = max(r[5] for r in results)
+            logged_in = sum(r[1] for r in results)
+            failed = sum(r[2] for r in results)
+            login_s = t_login_end - t_login
+            for r in results:
+                for err in r[3]:
+                    print(f"  login failure: {err}")
+            cpu_login = server.cpu_seconds() - cpu0
+            time.sleep(1.0)
+            rss1 = server.rss_kb()
 
-        for c in conns:
-            c.send(("ping", 30, "b"))
-        alive_after = sum(expect(c, "alive", 120)[1] for c in conns)
+            t_ping = time.monotonic()
+            for c in conns:
+                c.send(("ping", 30, "a"))
+            alive = sum(expect(c, "alive", 120)[1] for c in conns)
+            t_ping_end = time.monotonic()
+            time.sleep(2.0)  # all sessions held, nothing said: timers and housekeeping only
+            t_idle_end = time.monotonic()
 
-        probe_conn.send(("stop",))
-        samples = expect(probe_conn, "samples", 30)[1]
-        rss2 = server.rss_kb()
+            counted0 = server.routed_messages()
+            cpu0 = server.cpu_seconds()
+            t_msg = time.monotonic()
+            for c in conns:
+                c.send(("pingpong", args.seconds, args.window))
+            msg_results = [expect(c, "delivered", args.seconds + 120) for c in conns]
+            t_msg_end = time.monotonic()
+            cpu_msg = server.cpu_seconds() - cpu0
+            counted1 = server.routed_messages()
+            delivered = sum(r[1] for r in msg_results)
+            errors = sum(r[2] for r in msg_results)
+            elapsed = max(r[3] for r in msg_results)
+            pairs_run = sum(r[4] for r in msg_results)
 
-        worst_all, median_all = stall_summary(samples, 0, float("inf"))
-        worst_login, _ = stall_summary(samples, t_login, t_login_end)
-        worst_msg, _ = stall_summary(samples, t_msg, t_msg_end)
-        worst_ping, _ = stall_summary(samples, t_ping, t_ping_end)
-        worst_idle, _ = stall_summary(samples, t_ping_end, t_idle_end)
-        per_session = (rss1 - rss0) / max(1, logged_in)
+            for c in conns:
+                c.send(("ping", 30, "b"))
+            alive_after = sum(expect(c, "alive", 120)[1] for c in conns)
 
-        print()
-        print(
-            f"sessions held (answering ping): {alive}/{args.sessions}"
-            f" ({failed} logins failed; {alive_after} still answering after messaging)"
-        )
-        print(
-            f"server RSS: {rss0 / 1024:.1f} MB idle, {rss1 / 1024:.1f} MB with {logged_in}"
-            f" sessions, {rss2 / 1024:.1f} MB after messaging"
-        )
-        print(f"server RSS per session: {per_session:.1f} KB")
-        print(
-            f"logins/s: {logged_in / login_s:.0f} ({logged_in} in {login_s:.1f}s,"
-            f" {args.mechanism} over STARTTLS, {args.workers} client processes)"
-        )
-        print(
-            f"messages/s: {delivered / elapsed:.0f} ({pairs_run} pairs, window {args.window},"
-            f" {elapsed:.1f}s, {errors} error bounces)"
-        )
-        if counted0 is not None and counted1 is not None:
-            print(f"  the server counted {counted1 - counted0} messages routed in that phase")
-        print(
-            f"server CPU: {cpu_login * 1000 / max(1, logged_in):.1f} ms per login,"
-            f" {cpu_msg * 1e6 / max(1, delivered):.0f} us per message"
-            f" ({cpu_msg / max(elapsed, 1e-9) * 100:.0f}% of a core while messaging)"
-        )
-        print(
-            "worst reactor stall (max round trip of a ping every 100 ms):"
-            f" {worst_all * 1000:.0f} ms"
-            f" (median {median_all * 1000:.1f} ms; logins {worst_login * 1000:.0f} ms,"
-            f" pinging all sessions at once {worst_ping * 1000:.0f} ms,"
-            f" idle {worst_idle * 1000:.0f} ms, messaging {worst_msg * 1000:.0f} ms)"
-        )
-        ok = alive == args.sessions and failed == 0
-        return 0 if ok else 1
-    except (RuntimeError, TimeoutError) as e:
-        print(f"benchmark failed: {e}", file=sys.stderr)
-        tail = server.log_tail()
-        if tail:
-            print(f"--- server log ---\n{tail}", file=sys.stderr)
-        return 1
-    finally:
-        for c in locals().get("conns", []):
-            with contextlib.suppress(Exception):
-                c.send(("quit",))
-        for p in procs:
-            p.join(5)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
-        server.stop()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+            samples = stop_probe(probe_conn)
+            rss2 = server.rss_kb()
+
+            worst_all, median_all = stall_summary(samples, 0, float("inf"))
+            worst_login, _ = stall_summary(samples, t_login, t_login_end)
+            worst_msg, _ = stall_summary(samples, t_msg, t_msg_end)
+            worst_ping, _ = stall_summary(samples, t_ping, t_ping_end)
+            worst_idle, _ = stall_summary(samples, t_ping_end, t_idle_end)
+            per_session = (rss1 - rss0) / max(1, logged_in)
+
+            print()
+            print(
+                f"sessions held (answering ping): {alive}/{args.sessions}"
+                f" ({failed} logins failed; {alive_after} still answering after messaging)"
+            )
+            print(
+                f"server RSS: {rss0 / 1024:.1f} MB idle, {rss1 / 1024:.1f} MB with {logged_in}"
+                f" sessions, {rss2 / 1024:.1f} MB after messaging"
+            )
+            print(f"server RSS per session: {per_session:.1f} KB")
+            print(
+                f"logins/s: {logged_in / login_s:.0f} ({logged_in} in {login_s:.1f}s,"
+                f" {args.mechanism} over STARTTLS, {args.workers} client processes)"
+            )
+            print(
+                f"messages/s: {delivered / elapsed:.0f} ({pairs_run} pairs, window {args.window},"
+                f" {elapsed:.1f}s, {errors} error bounces)"
+            )
+            if counted0 is not None and counted1 is not None:
+                print(f"  the server counted {counted1 - counted0} messages routed in that phase")
+            print(
+                f"server CPU: {cpu_login * 1000 / max(1, logged_in):.1f} ms per login,"
+                f" {cpu_msg * 1e6 / max(1, delivered):.0f} us per message"
+                f" ({cpu_msg / max(elapsed, 1e-9) * 100:.0f}% of a core while messaging)"
+            )
+            print(
+                "worst reactor stall (max round trip of a ping every 100 ms):"
+                f" {worst_all * 1000:.0f} ms"
+                f" (median {median_all * 1000:.1f} ms; logins {worst_login * 1000:.0f} ms,"
+                f" pinging all sessions at once {worst_ping * 1000:.0f} ms,"
+                f" idle {worst_idle * 1000:.0f} ms, messaging {worst_msg * 1000:.0f} ms)"
+            )
+            ok = alive == args.sessions and failed == 0
+            return 0 if ok else 1
+        except (RuntimeError, TimeoutError) as e:
+            return report_failure(e, server)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from standard_edition.xmpp.c2s import C2SContext, C2SFactory
 from standard_edition.xmpp.iq import IqHandlers
 from standard_edition.xmpp.muc import MucService
 from standard_edition.xmpp.muc_federation import FederatedRooms
+from standard_edition.xmpp.partner_rooms import PartnerRooms
 from standard_edition.xmpp.vcard import VCards, remote_card
 
 log = Logger(namespace="se")
@@ -137,7 +138,8 @@ class Server:
             offline_enabled=settings.get("im.offline", cfg.im_offline),
         )
         self.router = router
-        router.url_filter = url_filter_in_force(cfg, settings)  # IM URL filter (DESIGN §8)
+        # the IM URL filter (DESIGN §8), counting in the router's counters
+        router.url_filter = url_filter_in_force(cfg, settings, router.counters)
         router.history = MessageHistory(self.reactor, self.db)
         # the compliance archive: its own file, its own writer thread (DESIGN §6)
         archive = Archive(
@@ -220,6 +222,7 @@ class Server:
             ctx.s2s = self.edge.s2s
         if self.edge.s2s is not None:
             FederatedRooms(self.edge.s2s, self.muc, router, policy)  # partners in our rooms
+            PartnerRooms(self.edge.s2s, router, policy)  # our users in partners' rooms
         if self.edge.s2s is not None:
             self.edge.s2s.account_iq = partial(remote_card, vcards)
             federate_pep(self.edge.s2s, pep)  # partners read open nodes, hear of changes
@@ -227,7 +230,12 @@ class Server:
             yield self._start_upload(iq, policy, tls_options)
 
         self.snapshots = Snapshots(
-            self.reactor, cfg.data_dir, self._backup_databases, self._backup_files, self._describe
+            self.reactor,
+            cfg.data_dir,
+            self._backup_databases,
+            self._backup_files,
+            self._describe,
+            uploads=cfg.data_dir / "uploads",  # upload/store.py's folder
         )
         self.snapshots.remove_stale()
         admin = Admin(

@@ -213,7 +213,9 @@ class Conferences:
             payload = (_body(body),) if body is not None else ()
         try:
             # the IM URL filter (core/url_filter.py): refused, or defanged before anyone sees it
-            body, payload, subject = self.router.url_filter.apply(body, payload, subject)
+            body, payload, subject = self.router.url_filter.apply(
+                body, payload, subject, sender=jid, to=room.jid
+            )
         except LinkBlocked as e:
             return fail(e)
         if subject is not None:

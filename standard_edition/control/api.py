@@ -173,11 +173,13 @@ class ControlAPI(Protocol):
     #   within expires_in seconds (se-ctl test im|presence); logged, never stored
     def test_credential(self, jid: str) -> Result: ...
 
-    # "backup.start" {} -> {"id", "chunk", "manifest": {"format", "version", "domain",
-    #   "schemas": {file: user_version}, "members": [{"name", "size", "sha256"}], ...}}:
+    # "backup.start" {"uploads"?} -> {"id", "chunk", "manifest": {"format", "version", "domain",
+    #   "schemas": {file: user_version}, "uploads": "included" | "left out",
+    #   "members": [{"name", "size", "sha256"}], ...}}:
     #   a consistent snapshot of every database (SQLite backup API on its writer thread), the
-    #   config file and the certificate, kept until backup.finish (or 10 idle minutes)
-    def backup_start(self) -> Result: ...
+    #   config file and the certificate, and with "uploads" (default true) the uploaded files
+    #   as members uploads/<token>; kept until backup.finish (or 10 idle minutes)
+    def backup_start(self, uploads: bool = True) -> Result: ...
 
     # "backup.read" {"id", "name", "offset"} -> {"data": base64, "eof": bool}: the member's
     #   bytes from offset, at most "chunk" of them

@@ -496,8 +496,8 @@ class Admin(EdgeAdmin, UrlFilterAdmin, UserImportAdmin):
             raise ControlError("unavailable", "this server cannot make backups")
         return self.snapshots
 
-    def backup_start(self) -> Deferred[dict[str, Any]]:
-        return self._snapshot_errors(self._snapshots().start())
+    def backup_start(self, uploads: bool = True) -> Deferred[dict[str, Any]]:
+        return self._snapshot_errors(self._snapshots().start(uploads))
 
     def backup_read(self, id: str, name: str, offset: int) -> Deferred[dict[str, Any]]:
         try:

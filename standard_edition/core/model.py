@@ -40,6 +40,9 @@ class Message:
     # the rich content as XML children, kept verbatim for endpoints that speak XML
     payload: tuple[ET.Element, ...] = ()
     delay: datetime | None = None  # when the server first received it (stored messages)
+    # already through the IM URL filter (core/url_filter.py): a message routed again (a
+    # XEP-0198 session nobody resumed) is neither defanged twice nor refused after the fact
+    filtered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from standard_edition.core.remote import FederationRouting, RemoteDelivery
 from standard_edition.core.roster import Rosters
 from standard_edition.core.sessions import Endpoint, SessionRegistry
 from standard_edition.core.subscription import Kind, State, inbound, outbound
-from standard_edition.core.url_filter import UrlFilter
+from standard_edition.core.url_filter import BLOCKED, WARNED, UrlFilter
 from standard_edition.presence.access import Level, view
 from standard_edition.presence.model import Aggregate, Band
 from standard_edition.presence.service import KEEP, PresenceService
@@ -66,8 +66,11 @@ class Router(FederationRouting):
         self.sessions = sessions
         self.offline = offline
         self.offline_enabled = offline_enabled
-        # the IM URL filter in force (core/url_filter.py); the server and se-ctl replace it
-        self.url_filter = UrlFilter(own_domain=domain)
+        self.counters = {"messages": 0, "offline_stored": 0, "presence": 0}
+        self.counters.update(dict.fromkeys((WARNED, BLOCKED), 0))  # IM URL filter
+        # the IM URL filter in force (core/url_filter.py); the server and se-ctl replace it,
+        # keeping these counters
+        self.url_filter = UrlFilter(own_domain=domain, counters=self.counters)
         self.presence = presence
         presence.listeners.append(self._aggregate_changed)
         presence.level_listeners.append(self._levels_changed)
@@ -77,7 +80,6 @@ class Router(FederationRouting):
         self._recent: dict[frozenset[JID], deque[tuple[float, Message]]] = {}
         self.history: MessageHistory | None = None
         self.last_seen: dict[str, tuple[float, str | None]] = {}
-        self.counters = {"messages": 0, "offline_stored": 0, "presence": 0}
         # the compliance archive (archive/service.py), set by the server; None: not archiving
         self.archive: Archive | None = None
         # other domains (core/remote.py): the federation adapter and the policy, set by the

@@ -31,7 +31,7 @@ class UrlFilterAdmin:
 
     def refresh_url_filter(self) -> None:
         """Put the effective settings in force (after a change or a reset)."""
-        self.router.url_filter = from_settings(self.cfg, self.settings)
+        self.router.url_filter = from_settings(self.cfg, self.settings, self.router.counters)
 
     def im_url_filter_show(self) -> dict[str, Any]:
         def value(key: str) -> Any:

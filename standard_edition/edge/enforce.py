@@ -14,9 +14,11 @@ what is already under way when the admin changes it:
   federated contacts go offline. Roster items stay: giving access back restores presence at
   the next change. Rooms follow the rule in xmpp/muc_federation.py.
 - A user who loses outside access: their edge sessions end (XMPP with a <policy-violation/>
-  stream error), their edge SIP registrations are removed, their SIP subscriptions made over
-  the edge end (NOTIFY terminated;reason=rejected, RFC 6665 §4.2.2) and the edge TLS
-  connections they used are closed. Every further request on the edge is refused anyway.
+  stream error), their edge SIP registrations (restored ones too: the origin is stored) and
+  the publications made through the edge are removed, their SIP subscriptions made over the
+  edge end (NOTIFY terminated;reason=rejected, RFC 6665 §4.2.2) and the edge TLS connections
+  they authenticated on are closed, registered or not. Every further request on the edge is
+  refused anyway.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class PolicyEnforcement:
             ep.close("policy-violation", "outside access withdrawn")
         if self.sip is not None:
             flows += self.sip.presence.end_edge_watches(user)
+            # and every edge connection the user authenticated on, registered there or not
+            flows += [s.peer for s in self.sip.edge_streams_of(user)]
             still_used = {b.flow for b in self.sip.registrar.all() if b.flow is not None}
             for flow in set(flows) - still_used:
                 stream = self.sip.edge_stream(flow)

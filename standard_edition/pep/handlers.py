@@ -24,7 +24,7 @@ from standard_edition.pep.model import (
     preconditions_met,
 )
 from standard_edition.pep.service import NS_PUBSUB, PepService
-from standard_edition.xmpp.stanzas import C, error_reply, local_name, sub
+from standard_edition.xmpp.stanzas import C, error_reply, local_name, result_reply, sub
 
 if TYPE_CHECKING:
     from standard_edition.xmpp.c2s import C2SProtocol
@@ -139,7 +139,7 @@ class PepHandlers:
             return self._items(who, iq, action, owner)
         if itype == "get" and name == "subscriptions":
             # subscriptions to a PEP node are implicit (presence and +notify): none to list
-            reply = _result(iq)
+            reply = result_reply(iq)
             out = sub(sub(reply, P + "pubsub"), P + "subscriptions")
             if action.get("node"):
                 out.set("node", action.get("node", ""))
@@ -147,7 +147,7 @@ class PepHandlers:
         if itype == "get" and name == "affiliations":
             return self._my_affiliations(who, iq, action, owner)
         if itype == "get" and name == "default":
-            reply = _result(iq)
+            reply = result_reply(iq)
             sub(sub(reply, P + "pubsub"), P + "default").append(config_form(NodeConfig()))
             return reply
         if itype == "set" and name in ("subscribe", "unsubscribe", "options"):
@@ -194,7 +194,7 @@ class PepHandlers:
         d = self.service.publish(owner, name, item_id, payload[0], who, config)
 
         def answer(_: object) -> ET.Element:
-            reply = _result(iq)
+            reply = result_reply(iq)
             pub = sub(sub(reply, P + "pubsub"), P + "publish", {"node": name})
             sub(pub, P + "item", {"id": item_id})
             return reply
@@ -207,7 +207,9 @@ class PepHandlers:
         if not ids or not all(ids):
             raise PubsubError("bad-request", E + "item-required")
         notify = action.get("notify", "").lower() in ("1", "true")
-        return self.service.retract(owner, name, ids, notify).addCallback(lambda _: _result(iq))
+        return self.service.retract(owner, name, ids, notify).addCallback(
+            lambda _: result_reply(iq)
+        )
 
     def _create(
         self, iq: ET.Element, q: ET.Element, action: ET.Element, owner: str
@@ -216,7 +218,7 @@ class PepHandlers:
             raise PubsubError("not-acceptable", E + "nodeid-required")
         name = _node_name(action)
         config = parse_config(NodeConfig(), fields_of(form_in(q.find(P + "configure"))))
-        return self.service.create(owner, name, config).addCallback(lambda _: _result(iq))
+        return self.service.create(owner, name, config).addCallback(lambda _: result_reply(iq))
 
     def _items(self, who: JID, iq: ET.Element, action: ET.Element, owner: str) -> ET.Element:
         name = _node_name(action)
@@ -232,7 +234,7 @@ class PepHandlers:
                 except ValueError:
                     raise PubsubError("bad-request", text="max_items is a number") from None
             items = node.newest(limit)
-        reply = _result(iq)
+        reply = result_reply(iq)
         out = sub(sub(reply, P + "pubsub"), P + "items", {"node": name})
         for item in items:
             sub(out, P + "item", {"id": item.id, "publisher": item.publisher}).append(item.payload)
@@ -242,7 +244,7 @@ class PepHandlers:
         self, who: JID, iq: ET.Element, action: ET.Element, owner: str
     ) -> ET.Element:
         """XEP-0060 §5.7: the requester's affiliations with the account's nodes."""
-        reply = _result(iq)
+        reply = result_reply(iq)
         out = sub(sub(reply, P + "pubsub"), P + "affiliations")
         only = action.get("node")
         bare = str(who.bare)
@@ -270,7 +272,7 @@ class PepHandlers:
         itype = iq.get("type")
         svc = self.service
         if name == "default" and itype == "get":
-            reply = _result(iq)
+            reply = result_reply(iq)
             sub(sub(reply, O + "pubsub"), O + "default").append(config_form(NodeConfig()))
             return reply
         node_name = _node_name(action)
@@ -278,7 +280,7 @@ class PepHandlers:
             node = svc.node(owner, node_name)
             if node is None:
                 raise PubsubError("item-not-found")
-            reply = _result(iq)
+            reply = result_reply(iq)
             cfg = sub(sub(reply, O + "pubsub"), O + "configure", {"node": node_name})
             cfg.append(config_form(node.config))
             return reply
@@ -290,17 +292,17 @@ class PepHandlers:
             if x is None:
                 raise PubsubError("bad-request", text="a configuration form is required")
             if x.get("type") == "cancel":
-                return _result(iq)
+                return result_reply(iq)
             config = parse_config(node.config, fields_of(x))
-            return svc.configure(owner, node_name, config).addCallback(lambda _: _result(iq))
+            return svc.configure(owner, node_name, config).addCallback(lambda _: result_reply(iq))
         if name == "delete" and itype == "set":
-            return svc.delete(owner, node_name).addCallback(lambda _: _result(iq))
+            return svc.delete(owner, node_name).addCallback(lambda _: result_reply(iq))
         if name == "purge" and itype == "set":
-            return svc.purge(owner, node_name).addCallback(lambda _: _result(iq))
+            return svc.purge(owner, node_name).addCallback(lambda _: result_reply(iq))
         if name == "subscriptions" and itype == "get":
             if svc.node(owner, node_name) is None:
                 raise PubsubError("item-not-found")
-            reply = _result(iq)
+            reply = result_reply(iq)
             sub(sub(reply, O + "pubsub"), O + "subscriptions", {"node": node_name})
             return reply
         if name == "affiliations":
@@ -308,7 +310,7 @@ class PepHandlers:
             if node is None:
                 raise PubsubError("item-not-found")
             if itype == "get":
-                reply = _result(iq)
+                reply = result_reply(iq)
                 out = sub(sub(reply, O + "pubsub"), O + "affiliations", {"node": node_name})
                 sub(out, O + "affiliation", {"jid": str(svc.bare(owner)), "affiliation": "owner"})
                 for jid, aff in sorted(node.affiliations.items()):
@@ -326,7 +328,7 @@ class PepHandlers:
                     raise PubsubError("not-acceptable", text="affiliation not allowed")
                 changes[str(jid)] = "member" if aff == "publisher" else aff
             return svc.set_affiliations(owner, node_name, changes).addCallback(
-                lambda _: _result(iq)
+                lambda _: result_reply(iq)
             )
         raise PubsubError("bad-request", text=f"unknown pubsub#owner request {name[:40]}")
 
@@ -370,12 +372,3 @@ def _node_name(action: ET.Element) -> str:
     if len(name) > MAX_NODE_NAME:
         raise PubsubError("not-acceptable", text="the node name is too long")
     return name
-
-
-def _result(iq: ET.Element) -> ET.Element:
-    reply = ET.Element(C + "iq", {"type": "result", "id": iq.get("id", "")})
-    if iq.get("from"):
-        reply.set("to", iq.get("from", ""))
-    if iq.get("to"):
-        reply.set("from", iq.get("to", ""))
-    return reply

@@ -18,7 +18,7 @@ from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.pep import store
 from standard_edition.pep.model import MAX_ITEMS, NodeConfig
 from standard_edition.pep.service import PepService
-from standard_edition.xmpp.stanzas import C, StanzaError, sub
+from standard_edition.xmpp.stanzas import StanzaError, result_reply, sub
 from standard_edition.xmpp.xml import serialize
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class PrivateStorage:
 
     def _get(self, iq: ET.Element, owner: str, wanted: ET.Element) -> Deferred[ET.Element]:
         def answer(stored: ET.Element | None) -> ET.Element:
-            reply = _result(iq)
+            reply = result_reply(iq)
             out = sub(reply, "{" + NS_PRIVATE + "}query")
             if wanted.tag == LEGACY:
                 out.append(self.legacy_storage(owner, stored))
@@ -94,7 +94,7 @@ class PrivateStorage:
         d = self.db.run(write)
         if LEGACY in latest:
             d.addCallback(lambda _: self.from_legacy(owner, latest[LEGACY]))
-        return d.addCallback(lambda _: _result(iq))
+        return d.addCallback(lambda _: result_reply(iq))
 
     # -- bookmarks ---------------------------------------------------------------------------------
 
@@ -178,31 +178,29 @@ def to_legacy(room: str, conf: ET.Element) -> ET.Element | None:
     """An XEP-0402 <conference/> as an XEP-0048 one."""
     if conf.tag != B2 + "conference":
         return None
-    out = ET.Element(B1 + "conference", {"jid": room})
-    if conf.get("name"):
-        out.set("name", conf.get("name", ""))
-    out.set("autojoin", "true" if _flag(conf.get("autojoin")) else "false")
-    for tag in ("nick", "password"):
-        text = conf.findtext(B2 + tag)
-        if text:
-            sub(out, B1 + tag, text=text)
-    return out
+    return _conference(conf, B2, B1, {"jid": room})
 
 
 def to_bookmarks2(conf: ET.Element, old: ET.Element | None) -> ET.Element:
     """An XEP-0048 <conference/> as an XEP-0402 one, keeping the old item's <extensions/>."""
-    out = ET.Element(B2 + "conference")
-    if conf.get("name"):
-        out.set("name", conf.get("name", ""))
-    out.set("autojoin", "true" if _flag(conf.get("autojoin")) else "false")
-    for tag in ("nick", "password"):
-        text = conf.findtext(B1 + tag)
-        if text:
-            sub(out, B2 + tag, text=text)
+    out = _conference(conf, B1, B2, {})
     if old is not None:
         ext = old.find(B2 + "extensions")
         if ext is not None:
             out.append(ext)
+    return out
+
+
+def _conference(conf: ET.Element, src: str, dst: str, attrs: dict[str, str]) -> ET.Element:
+    """What both bookmark forms share (name, autojoin, nick, password), from `src` to `dst`."""
+    out = ET.Element(dst + "conference", attrs)
+    if conf.get("name"):
+        out.set("name", conf.get("name", ""))
+    out.set("autojoin", "true" if _flag(conf.get("autojoin")) else "false")
+    for tag in ("nick", "password"):
+        text = conf.findtext(src + tag)
+        if text:
+            sub(out, dst + tag, text=text)
     return out
 
 
@@ -213,12 +211,3 @@ def _summary(conf: ET.Element) -> tuple[str, bool, str, str]:
         conf.findtext(B2 + "nick") or "",
         conf.findtext(B2 + "password") or "",
     )
-
-
-def _result(iq: ET.Element) -> ET.Element:
-    reply = ET.Element(C + "iq", {"type": "result", "id": iq.get("id", "")})
-    if iq.get("from"):
-        reply.set("to", iq.get("from", ""))
-    if iq.get("to"):
-        reply.set("from", iq.get("to", ""))
-    return reply

@@ -66,6 +66,8 @@ class EdgeSipStream(SipStream):
         # a partner's requests per second (sip/federation.py), made at its first request
         self.federation_bucket: TokenBucket | None = None
         self._proofs: dict[str, bool] = {}
+        # the accounts that authenticated a request here: losing outside access closes it
+        self.users: set[str] = set()
 
     def connectionMade(self) -> None:
         self.host = str(getattr(self.transport.getPeer(), "host", "?"))

@@ -477,7 +477,7 @@ class SipFederation:
         return self.router.local_user(JID(name, self.domain, None))
 
     def _message_in(self, req: Request, tx: ServerTransaction, domain: str) -> None:
-        from standard_edition.sip.service import NS_CLIENT_BODY, _text_of
+        from standard_edition.sip.service import _text_of
 
         svc = self.service
         sender = self._remote_user(req)
@@ -492,30 +492,9 @@ class SipFederation:
         if text is None:
             svc.reply(tx, 415, headers=[("Accept", "text/plain, message/cpim")])
             return
-        body = ET.Element(NS_CLIENT_BODY)
-        body.text = text
-        msg = Message(
-            sender=sender,
-            to=JID(target, self.domain, None),
-            type="chat",
-            body=text,
-            id=secrets.token_hex(8),
-            payload=(body,),
-        )
-        try:
-            d = self.router.remote_message(msg)
-        except Undeliverable as e:
-            svc._undeliverable(tx, e)
-            return
-
-        def failed(f: failure.Failure) -> None:
-            if f.check(Undeliverable):
-                svc._undeliverable(tx, f.value)
-            else:
-                log.err(f, f"sip federation: MESSAGE from {sender} not delivered")
-                svc.reply(tx, 500)
-
-        d.addCallbacks(lambda _: svc.reply(tx, 200), failed)
+        to = JID(target, self.domain, None)
+        what = f"sip federation: MESSAGE from {sender}"
+        svc.deliver_text(tx, sender, to, text, self.router.remote_message, what)
 
     # -- their SUBSCRIBE: we notify ------------------------------------------------------------
 

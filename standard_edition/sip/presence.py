@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.python import log
 
@@ -46,6 +46,7 @@ PIDF_TYPE = "application/pidf+xml"
 WINFO_TYPE = "application/watcherinfo+xml"  # RFC 3858 §4
 NS_WINFO = "urn:ietf:params:xml:ns:watcherinfo"
 EVENTS = "presence, presence.winfo"
+K = TypeVar("K")  # the key a watch index files subscriptions under
 
 
 @dataclass(eq=False, slots=True)
@@ -85,12 +86,21 @@ class PublicationEndpoint:
     protocol = "sip"
     interested = False
 
-    def __init__(self, agent: PresenceAgent, jid: JID, address: str, since: float) -> None:
+    def __init__(
+        self,
+        agent: PresenceAgent,
+        jid: JID,
+        address: str,
+        since: float,
+        origin: str = "internal",
+        secure: bool = False,
+    ) -> None:
         self.agent = agent
         self.jid = jid
         self.address = address
         self.since = since
-        self.secure = False
+        self.secure = secure
+        self.origin = origin  # "edge": published through the edge listener (DESIGN §7)
         self.presence: Presence | None = None
 
     def deliver_message(self, msg: Any) -> None:
@@ -187,11 +197,30 @@ class PresenceAgent:
             self.router.subscription(user, self._bare(owner), Kind.SUBSCRIBED)
         allowed = winfo or self._allowed(owner, watcher, ask=True)
         state = "active" if allowed else "pending"
-        host, port = self.service.transports.sent_by(peer.transport)
-        contact = f"<sip:{owner}@{host}:{port};transport={peer.transport.lower()}>"
+        contact = self._contact(owner, peer)
         sub = Subscription.from_subscribe(req, contact, now, expires, state=state)
         w = Watch(sub, owner, watcher, peer if peer.reliable else None, winfo=winfo)
-        status = 200 if state == "active" else 202  # RFC 3265 §3.1.6.1 pending: 202
+        index = self.winfo_by_owner if winfo else self.by_owner
+        self._start(tx, w, contact, expires, index, owner)
+
+    def _contact(self, user: str | JID, peer: Peer) -> str:
+        """Our Contact for a dialog about `user` on the transport the request came over."""
+        host, port = self.service.transports.sent_by(peer.transport)
+        return f"<sip:{user}@{host}:{port};transport={peer.transport.lower()}>"
+
+    def _start(
+        self,
+        tx: ServerTransaction,
+        w: Watch,
+        contact: str,
+        expires: int,
+        index: dict[K, set[DialogId]],
+        key: K,
+    ) -> bool:
+        """Answer a new subscription and send its first NOTIFY; False when it is already over
+        (a fetch), True when it is kept under `key` in `index` until it ends."""
+        sub = w.sub
+        status = 200 if sub.state == "active" else 202  # RFC 3265 §3.1.6.1 pending: 202
         self.service.reply(
             tx,
             status,
@@ -202,14 +231,14 @@ class PresenceAgent:
             # a fetch (RFC 6665 §4.4.3): one NOTIFY, then the subscription is over
             sub.terminate("timeout")
             self._notify(w)
-            return
+            return False
         self.watches[sub.dialog.id] = w
-        index = self.winfo_by_owner if winfo else self.by_owner
-        index.setdefault(owner, set()).add(sub.dialog.id)
-        if state == "pending":
+        index.setdefault(key, set()).add(sub.dialog.id)
+        if sub.state == "pending":
             self.pending.add(w)
         self._arm(w)
         self._notify(w)
+        return True
 
     def _subscribe_remote(
         self,
@@ -233,28 +262,13 @@ class PresenceAgent:
         if expires and not rosters.state(user, remote).has_to:
             self.router.subscription(user, remote, Kind.SUBSCRIBE)
         active = rosters.state(user, remote).has_to
-        host, port = self.service.transports.sent_by(peer.transport)
-        contact = f"<sip:{remote}@{host}:{port};transport={peer.transport.lower()}>"
+        contact = self._contact(remote, peer)
         state = "active" if active else "pending"
         sub = Subscription.from_subscribe(req, contact, now, expires, state=state)
         watcher = JID(user, self.domain, None)
         w = Watch(sub, "", watcher, peer if peer.reliable else None, remote=remote)
-        self.service.reply(
-            tx,
-            200 if active else 202,
-            headers=[("Expires", str(expires)), ("Contact", contact)],
-            to_tag=sub.dialog.local_tag,
-        )
-        if expires == 0:
-            sub.terminate("timeout")
-            self._notify(w)
+        if not self._start(tx, w, contact, expires, self.by_remote, (user, remote)):
             return
-        self.watches[sub.dialog.id] = w
-        self.by_remote.setdefault((user, remote), set()).add(sub.dialog.id)
-        if not active:
-            self.pending.add(w)
-        self._arm(w)
-        self._notify(w)
         ep = self.service.endpoint_for(user, req, peer)
         if active and ep is not None and (user, remote) not in self.remote_seen:
             self.router.probe(ep, remote)  # RFC 6121 §4.3: ask the contact's server
@@ -578,15 +592,19 @@ class PresenceAgent:
             self._apply(pub, published)
 
     def _new_publication(self, req: Request, peer: Peer, user: str, now: float) -> Publication:
+        # DESIGN §7: a publication drives an endpoint of its own origin, so that one made
+        # through the edge (registered there or not) ends with the user's outside access
+        origin = "edge" if self.service.edge_stream(peer) is not None else "internal"
         ep = self.service.endpoint_for(user, req, peer)
         if ep is None:
             regs = self.service.registrar.bindings(user)
             if len(regs) == 1 and regs[0].endpoint is not None:
                 ep = regs[0].endpoint
-        if ep is not None:
+        if ep is not None and ep.origin == origin:
             return Publication("", user, ep, False, now)
         jid = JID(user, self.domain, "sip-pub-" + secrets.token_hex(5))
-        own = PublicationEndpoint(self, jid, f"{peer.host}:{peer.port}", now)
+        address = f"{peer.host}:{peer.port}"
+        own = PublicationEndpoint(self, jid, address, now, origin, peer.transport == "TLS")
         self.router.bind(own)
         return Publication("", user, own, True, now)
 

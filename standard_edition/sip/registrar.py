@@ -50,6 +50,9 @@ class Binding:
     q: float | None = None
     timer: Any = None
     endpoint: Any = None  # the core endpoint (sip.endpoint.SipEndpoint)
+    # "edge": registered through the edge listener by a remote user (DESIGN §7); stored, so
+    # that the outside-access policy still reaches the binding after a restart
+    origin: str = "internal"
 
     def remaining(self, now: float) -> int:
         return max(0, int(self.expires_at - now + 0.5))
@@ -102,6 +105,7 @@ class Registrar:
                     r["cseq"],
                     r["source"],
                     q=r["q"],
+                    origin=r.get("origin") or "internal",
                 )
                 self._add(b)
             return len(rows)
@@ -110,8 +114,11 @@ class Registrar:
 
     # -- REGISTER --------------------------------------------------------------------------
 
-    def register(self, req: Request, username: str, source: str, flow: Any) -> Response:
-        """Apply an authenticated REGISTER for `username` (RFC 3261 §10.3 steps 6-8)."""
+    def register(
+        self, req: Request, username: str, source: str, flow: Any, origin: str = "internal"
+    ) -> Response:
+        """Apply an authenticated REGISTER for `username` (RFC 3261 §10.3 steps 6-8);
+        `origin`: "edge" when it came through the edge listener."""
         now = self.clock()
         call_id = req.call_id
         cseq = req.cseq.number
@@ -152,10 +159,17 @@ class Registrar:
                 old.expires_at = now + expires
                 old.call_id, old.cseq, old.source, old.flow = call_id, cseq, source, flow
                 old.q = c.q
+                if old.origin != origin:
+                    # the same contact registered again from the other side of the edge
+                    old.origin = origin
+                    if old.endpoint is not None:
+                        old.endpoint.origin = origin
                 self._arm(old)
                 self._save(old)
             else:
-                b = Binding(username, key, now + expires, call_id, cseq, source, flow, c.q)
+                b = Binding(
+                    username, key, now + expires, call_id, cseq, source, flow, c.q, origin=origin
+                )
                 self._add(b)
                 self._save(b)
         return self._ok(req, username, now)
@@ -226,6 +240,7 @@ class Registrar:
             "cseq": b.cseq,
             "source": b.source,
             "q": b.q,
+            "origin": b.origin,
         }
         self._queue((b.username, b.contact), row)
 

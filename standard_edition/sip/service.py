@@ -204,6 +204,14 @@ class SipService:
         stream = self.transports.connections.get(peer)
         return stream if isinstance(stream, EdgeSipStream) else None
 
+    def edge_streams_of(self, user: str) -> list[EdgeSipStream]:
+        """The open edge connections on which `user` authenticated a request."""
+        return [
+            s
+            for s in self.transports.connections.values()
+            if isinstance(s, EdgeSipStream) and user in s.users and not s.closed
+        ]
+
     def _reply_stateless(self, headers: Headers, status: int, phrase: str, peer: Peer) -> None:
         """Answer a request the transaction layer cannot take (RFC 3261 §8.2, §16.3)."""
         if headers.get("Via") is None:
@@ -380,7 +388,8 @@ class SipService:
         then: Callable[[Request, ServerTransaction, Peer, str], None],
     ) -> None:
         """Authenticate (RFC 3261 §22), check the identity claimed, then go on."""
-        guard = self.edge_guard if self.edge_stream(peer) is not None else None
+        edge = self.edge_stream(peer)
+        guard = self.edge_guard if edge is not None else None
         attempted = _digest_user(req, proxy) if guard is not None else None
         if guard is not None and attempted is not None:
             wait = guard.login_wait("edge", peer.host, attempted)
@@ -405,12 +414,16 @@ class SipService:
             # the digest user may act only as itself (RFC 3261 §10.3 step 3)
             self.reply(tx, 403, "Identity does not match credentials", delay=res.delay)
             return
-        if guard is not None:
+        if edge is not None:
+            # DESIGN §7: every request of a remote user, registered or not, is an edge one
             if self.policy is not None and not self.policy.outside_access(user):
-                guard.counters["outside_access_refused"] += 1
+                if guard is not None:
+                    guard.counters["outside_access_refused"] += 1
                 self.reply(tx, 403, "No outside access for this account")
                 return
-            guard.login_succeeded("edge", peer.host, user)
+            edge.users.add(user)
+            if guard is not None:
+                guard.login_succeeded("edge", peer.host, user)
         if res.delay > 0:
             self.reactor.callLater(res.delay, then, req, tx, peer, user)
         else:
@@ -443,14 +456,14 @@ class SipService:
 
     def _register(self, req: Request, tx: ServerTransaction, peer: Peer, user: str) -> None:
         flow = peer if peer.reliable else None
-        self.respond(tx, self.registrar.register(req, user, str(peer), flow))
+        origin = "edge" if self.edge_stream(peer) is not None else "internal"
+        self.respond(tx, self.registrar.register(req, user, str(peer), flow, origin))
 
     def _bound(self, b: Binding) -> None:
         jid = JID(b.username, self.domain, resource_for(b.contact))
         address = b.source.split(":", 1)[-1]
         ep = SipEndpoint(self, b, jid, address, self.clock())
-        if b.flow is not None and self.edge_stream(b.flow) is not None:
-            ep.origin = "edge"  # a remote user (DESIGN §7): policies and se-ctl see it
+        ep.origin = b.origin  # "edge": a remote user (DESIGN §7), policies and se-ctl see it
         b.endpoint = ep
         self.router.bind(ep)
         # DESIGN §5: a registration is available until PUBLISH says otherwise
@@ -505,30 +518,38 @@ class SipService:
             return
         ep = self.endpoint_for(user, req, peer)
         sender = ep.jid if ep is not None else JID(user, self.domain, None)
+        to = remote or JID(target, self.domain, None)
+        self.deliver_text(
+            tx, sender, to, text, self.router.route_message, f"sip: MESSAGE from {user}"
+        )
+
+    def deliver_text(
+        self,
+        tx: ServerTransaction,
+        sender: JID,
+        to: JID,
+        text: str,
+        route: Callable[[Message], defer.Deferred[None]],
+        what: str,
+    ) -> None:
+        """A MESSAGE's text as a chat message handed to `route`; the transaction gets 200, the
+        status a refusal maps to, or 500 for anything else (logged as `what`)."""
         body = ET.Element(NS_CLIENT_BODY)
         body.text = text
         msg = Message(
             sender=sender,
-            to=remote or JID(target, self.domain, None),
+            to=to,
             type="chat",
             body=text,
             id=secrets.token_hex(8),
             payload=(body,),
         )
         try:
-            d = self.router.route_message(msg)
+            d = route(msg)
         except Undeliverable as e:
             self._undeliverable(tx, e)
             return
-
-        def failed(f: failure.Failure) -> None:
-            if f.check(Undeliverable):
-                self._undeliverable(tx, f.value)
-            else:
-                log.err(f, f"sip: MESSAGE from {user} not delivered")
-                self.reply(tx, 500)
-
-        d.addCallbacks(lambda _: self.reply(tx, 200), failed)
+        d.addCallbacks(lambda _: self.reply(tx, 200), lambda f: self._refused(tx, f, what))
 
     # -- conferences (DESIGN §5) -------------------------------------------------------------
 
@@ -565,7 +586,8 @@ class SipService:
         except RoomError as e:
             self.reply(tx, *_room_status(e))
             return
-        d.addCallbacks(lambda _: self.reply(tx, 200), lambda f: self._refused(tx, f, user))
+        what = f"sip: conference line from {user}"
+        d.addCallbacks(lambda _: self.reply(tx, 200), lambda f: self._refused(tx, f, what))
 
     def _escalate(
         self, req: Request, tx: ServerTransaction, peer: Peer, user: str, target: str, text: str
@@ -594,12 +616,12 @@ class SipService:
             return
         self.reply(tx, 200)
 
-    def _refused(self, tx: ServerTransaction, f: failure.Failure, user: str) -> None:
+    def _refused(self, tx: ServerTransaction, f: failure.Failure, what: str) -> None:
         e = f.value
         if isinstance(e, Undeliverable):
             self._undeliverable(tx, e)
         else:
-            log.err(f, f"sip: conference line from {user} not delivered")
+            log.err(f, f"{what} not delivered")
             self.reply(tx, 500)
 
     def _undeliverable(self, tx: ServerTransaction, e: Undeliverable) -> None:

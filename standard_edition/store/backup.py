@@ -1,4 +1,5 @@
-"""Online snapshots for `se-ctl backup`: every database, the config file, the certificate.
+"""Online snapshots for `se-ctl backup`: every database, the config file, the certificate and
+the uploaded files (XEP-0363) unless se-ctl leaves them out.
 
 Each database is copied with SQLite's backup API from a connection of its own, in a worker
 thread, inside one read transaction: the copy is consistent, and since the store is in WAL mode
@@ -7,12 +8,19 @@ writing), rather than waiting for the whole copy. Before copying, the writer's q
 so everything the server had accepted when the backup began is in it. The reactor only
 schedules. The copies wait in a private directory under data_dir until se-ctl has read
 them in chunks over the control socket (the server never writes a path a caller names).
+
+Uploaded files can be big, so they are not copied: the files whose rows are in the store's copy
+are hard-linked into the snapshot (an upload is written whole, moved into place and never
+changed, only removed), which costs no space and keeps a file that expires meanwhile readable
+until se-ctl has it. A file already removed when the snapshot is made is left out; restore
+drops the rows whose files it does not have.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -32,6 +40,10 @@ FORMAT = 1  # the layout of a backup file (manifest.json + members); restore che
 CHUNK = 512 * 1024  # bytes of a member in one control answer (base64 makes it ~700 KB)
 IDLE_TIMEOUT = 600.0  # seconds a snapshot nobody reads stays on disk
 SNAPSHOT_PREFIX = ".backup-"
+STORE = "se.sqlite3"  # the member that holds the uploads table
+UPLOADS = "uploads/"  # uploaded files are the members uploads/<token>
+# an upload's token (upload/ledger.py: URL-safe base64); anything else is not one of ours
+UPLOAD_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 log = Logger(namespace="se.backup")
 
@@ -55,7 +67,8 @@ class Snapshots:
     """Makes snapshots, hands out their bytes, removes them.
 
     databases: member name -> Database (e.g. "se.sqlite3" -> the main store); files: a callable
-    giving member name -> path of the server's own files to include (config, certificate).
+    giving member name -> path of the server's own files to include (config, certificate);
+    uploads: the folder of uploaded files (upload/store.py), None for none.
     """
 
     def __init__(
@@ -65,12 +78,14 @@ class Snapshots:
         databases: Callable[[], dict[str, Database]],
         files: Callable[[], dict[str, Path]],
         describe: Callable[[], dict[str, Any]],
+        uploads: Path | None = None,
     ) -> None:
         self.reactor = reactor
         self.data_dir = data_dir
         self._databases = databases
         self._files = files
         self._describe = describe
+        self._uploads = uploads
         self._live: dict[str, Snapshot] = {}
 
     def remove_stale(self) -> None:
@@ -79,8 +94,9 @@ class Snapshots:
             shutil.rmtree(d, ignore_errors=True)
 
     @inlineCallbacks
-    def start(self):  # type: ignore[no-untyped-def]
-        """Copy everything; fires with {"id", "manifest"} (manifest: what restore checks)."""
+    def start(self, uploads: bool = True):  # type: ignore[no-untyped-def]
+        """Copy everything (the uploaded files unless uploads is False); fires with
+        {"id", "manifest"} (manifest: what restore checks)."""
         if len(self._live) >= 2:
             raise SnapshotError("busy", "two backups are already being read; try again later")
         sid = secrets.token_hex(8)
@@ -96,6 +112,10 @@ class Snapshots:
                 yield db.run_raw(_nothing)  # every write queued before the backup is committed
                 schemas[name] = yield deferToThread(_copy_database, db.path, directory / name)
             yield deferToThread(_copy_files, self._files(), directory)
+            if uploads and self._uploads is not None and STORE in schemas:
+                yield deferToThread(
+                    _link_uploads, directory / STORE, self._uploads, directory / UPLOADS
+                )
             snap.members = yield deferToThread(_describe_members, directory)
         except BaseException:
             self._drop(snap)
@@ -105,6 +125,7 @@ class Snapshots:
             **self._describe(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "schemas": schemas,
+            "uploads": "included" if uploads else "left out",
             "members": [{"name": n, **m} for n, m in sorted(snap.members.items())],
         }
         log.info(
@@ -190,6 +211,35 @@ def _copy_files(files: dict[str, Path], directory: Path) -> None:
         except OSError as e:
             raise SnapshotError("unavailable", f"cannot read {path}: {e.strerror}") from None
         os.chmod(target, 0o600)
+
+
+def _link_uploads(store: Path, folder: Path, target: Path) -> None:
+    """In a worker thread: each uploaded file the store's copy has a row for, linked into the
+    snapshot (copied where the file system has no hard links); one removed meanwhile (it
+    expired) is left out."""
+    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        tokens = [t for (t,) in conn.execute("SELECT token FROM uploads")]
+    except sqlite3.OperationalError:
+        tokens = []  # a store from before uploads existed
+    finally:
+        conn.close()
+    target.mkdir(mode=0o700, exist_ok=True)
+    for token in tokens:
+        if not isinstance(token, str) or not UPLOAD_TOKEN.fullmatch(token):
+            continue
+        source, link = folder / token, target / token
+        try:
+            os.link(source, link)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            try:
+                shutil.copyfile(source, link)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise SnapshotError("unavailable", f"cannot read {source}: {e.strerror}") from None
 
 
 def _describe_members(directory: Path) -> dict[str, dict[str, Any]]:

@@ -197,6 +197,12 @@ def _008_uploads(db: sqlite_utils.Database) -> None:
     db["uploads"].create_index(["expires"])
 
 
+def _009_sip_binding_origin(db: sqlite_utils.Database) -> None:
+    # DESIGN §7: a registration made through the edge stays a remote user's after a restart,
+    # so the outside-access policy still reaches it; the rows before this were all unmarked
+    db["sip_bindings"].add_column("origin", str, not_null_default="internal")
+
+
 MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (1, _001_accounts_rosters),
     (2, _002_presence),
@@ -206,4 +212,5 @@ MIGRATIONS: list[tuple[int, Callable[[sqlite_utils.Database], None]]] = [
     (6, _006_pep_private),
     (7, _007_vcards),
     (8, _008_uploads),
+    (9, _009_sip_binding_origin),
 ]

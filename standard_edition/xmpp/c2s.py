@@ -202,6 +202,8 @@ class C2SProtocol(Protocol):
             except InvalidJID:
                 continue
             payload = tuple(ch for ch in el if ch.tag != "{urn:xmpp:delay}delay")
+            # this server sent it to this session, so the IM URL filter has had its say: it
+            # must not defang it, prefix it or refuse it a second time
             msg = Message(
                 sender,
                 self.jid.bare,
@@ -209,6 +211,7 @@ class C2SProtocol(Protocol):
                 el.findtext(C + "body"),
                 el.get("id"),
                 payload,
+                filtered=True,
             )
             try:
                 d = self.ctx.router.route_message(msg)

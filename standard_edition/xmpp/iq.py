@@ -24,6 +24,7 @@ from standard_edition.xmpp.stanzas import (
     C,
     StanzaError,
     error_reply,
+    result_reply,
     roster_item_element,
     sub,
 )
@@ -176,7 +177,7 @@ class IqHandlers:
         if visible and ns == NS_LAST and iq.get("type") == "get":
             # XEP-0012 §4: 0 while available, else seconds since the last sign-out
             assert user is not None
-            reply = _result(iq)
+            reply = result_reply(iq)
             if router.sessions.available(user):
                 sub(reply, "{" + NS_LAST + "}query", {"seconds": "0"})
                 return reply
@@ -200,7 +201,7 @@ class IqHandlers:
             assert user is not None
             return self._node_items(stream, iq, child, user)
         if visible and ns == NS_DISCO_INFO and iq.get("type") == "get":
-            reply = _result(iq)
+            reply = result_reply(iq)
             q = sub(reply, "{" + NS_DISCO_INFO + "}query")
             sub(q, "{" + NS_DISCO_INFO + "}identity", {"category": "account", "type": "registered"})
             for category, kind in self.account_identities:
@@ -217,7 +218,7 @@ class IqHandlers:
             raise StanzaError("bad-request", "disco#info is a get")
         if q.get("node"):
             raise StanzaError("item-not-found", "no such node")
-        reply = _result(iq)
+        reply = result_reply(iq)
         out = sub(reply, "{" + NS_DISCO_INFO + "}query")
         sub(
             out,
@@ -236,7 +237,7 @@ class IqHandlers:
         node = q.get("node")
         if node and node != adhoc.NS_COMMANDS:
             raise StanzaError("item-not-found", "no such node")
-        reply = _result(iq)
+        reply = result_reply(iq)
         out = sub(reply, "{" + NS_DISCO_ITEMS + "}query")
         if node is None:
             # XEP-0045 §6.1: the conference service is found through the server's items
@@ -260,20 +261,20 @@ class IqHandlers:
     ) -> ET.Element:
         if iq.get("type") != "get":
             raise StanzaError("bad-request", "ping is a get")
-        return _result(iq)
+        return result_reply(iq)
 
     def _session(
         self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
     ) -> ET.Element:
         # RFC 3921 session establishment: a no-op kept for old clients (RFC 6121 Appendix E)
-        return _result(iq)
+        return result_reply(iq)
 
     def _version(
         self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
     ) -> ET.Element:
         if iq.get("type") != "get":
             raise StanzaError("bad-request", "version is a get")
-        reply = _result(iq)
+        reply = result_reply(iq)
         out = sub(reply, "{" + NS_VERSION + "}query")
         sub(out, "{" + NS_VERSION + "}name", text="SE Appliance")
         sub(out, "{" + NS_VERSION + "}version", text=__version__)
@@ -308,7 +309,7 @@ class IqHandlers:
         assert stream.jid is not None and stream.jid.local is not None
         if q.get("node"):
             return self._node_info(stream, iq, q, stream.jid.local)
-        reply = _result(iq)
+        reply = result_reply(iq)
         out = sub(reply, "{" + NS_DISCO_INFO + "}query")
         sub(out, "{" + NS_DISCO_INFO + "}identity", {"category": "account", "type": "registered"})
         for category, kind in self.account_identities:
@@ -327,7 +328,7 @@ class IqHandlers:
             found = self.account_nodes.account_info(owner, stream.jid, q.get("node"))
         if found is None:
             raise StanzaError("item-not-found", "no such node")
-        reply = _result(iq)
+        reply = result_reply(iq)
         reply.append(found)
         return reply
 
@@ -350,7 +351,7 @@ class IqHandlers:
             items = self.account_nodes.account_items(owner, stream.jid, node)
         if items is None:
             raise StanzaError("item-not-found", "no such node")
-        reply = _result(iq)
+        reply = result_reply(iq)
         out = sub(reply, "{" + NS_DISCO_ITEMS + "}query")
         if node is not None:
             out.set("node", node)
@@ -372,7 +373,7 @@ class IqHandlers:
         if iq.get("type") != "set":
             raise StanzaError("bad-request", "carbons are enabled with an iq set")
         stream.carbons = q.tag.endswith("}enable")
-        return _result(iq)
+        return result_reply(iq)
 
     def _blocklist(
         self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
@@ -382,7 +383,7 @@ class IqHandlers:
             raise StanzaError("bad-request", "blocklist is a get")
         assert stream.jid is not None and stream.jid.local is not None
         stream.interested = True
-        reply = _result(iq)
+        reply = result_reply(iq)
         out = sub(reply, "{" + NS_BLOCKING + "}blocklist")
         for jid in stream.ctx.router.presence.blocklist(stream.jid.local):
             sub(out, "{" + NS_BLOCKING + "}item", {"jid": str(jid)})
@@ -413,7 +414,7 @@ class IqHandlers:
         for j in jids:
             sub(push, "{" + NS_BLOCKING + "}item", {"jid": str(j)})
         _blocking_push(stream, user, push)
-        return _result(iq)
+        return result_reply(iq)
 
     def _roster(
         self, stream: C2SProtocol, iq: ET.Element, q: ET.Element, to: JID | None
@@ -422,7 +423,7 @@ class IqHandlers:
         router = stream.ctx.router
         assert stream.jid is not None and stream.jid.local is not None
         if iq.get("type") == "get":
-            reply = _result(iq)
+            reply = result_reply(iq)
             out = sub(reply, "{" + NS_ROSTER + "}query")
             for item in router.roster_requested(stream):
                 out.append(roster_item_element(item))
@@ -441,7 +442,7 @@ class IqHandlers:
             raise StanzaError("not-allowed", "you cannot add yourself")
         if item.get("subscription") == "remove":
             router.roster_remove(stream.jid.local, contact)
-            return _result(iq)
+            return result_reply(iq)
         name = item.get("name")
         if name is not None and len(name) > MAX_ROSTER_NAME:
             raise StanzaError("not-acceptable", "the name is too long")
@@ -454,7 +455,7 @@ class IqHandlers:
             # §2.3.3: empty or duplicate groups are refused
             raise StanzaError("bad-request", "groups must be non-empty and distinct")
         router.roster_set(stream.jid.local, contact, name or None, tuple(groups))
-        return _result(iq)
+        return result_reply(iq)
 
 
 def _blocking_push(stream: C2SProtocol, user: str, payload: ET.Element) -> None:
@@ -468,12 +469,3 @@ def _blocking_push(stream: C2SProtocol, user: str, payload: ET.Element) -> None:
             )
             iq.append(payload)
             ep.send_stanza(iq)
-
-
-def _result(iq: ET.Element) -> ET.Element:
-    reply = ET.Element(C + "iq", {"type": "result", "id": iq.get("id", "")})
-    if iq.get("from"):
-        reply.set("to", iq.get("from", ""))
-    if iq.get("to"):
-        reply.set("from", iq.get("to", ""))
-    return reply

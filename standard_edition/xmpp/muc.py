@@ -175,10 +175,16 @@ class MucService:
         el = ET.Element(C + "presence", {"from": f"{room.jid}/{occ.nick}"})
         if gone:
             el.set("type", "unavailable")
-        elif occ.presence is not None:
-            for child in occ.presence:
-                if not child.tag.startswith(MUC):
-                    el.append(child)
+        else:
+            own = () if occ.presence is None else tuple(occ.presence)
+            payload = tuple(child for child in own if not child.tag.startswith(MUC))
+            owner = self.router.local_user(occ.jid)
+            if owner is not None:
+                # XEP-0398 §4: the occupant's vCard photo hash (XEP-0153), unless the client
+                # gave its own; the same additions as its presence to contacts
+                for extend in self.router.presence_payload:
+                    payload = extend(owner, payload)
+            el.extend(payload)
         x = sub(el, USER + "x")
         # non-anonymous rooms: everyone sees real addresses (XEP-0045 §7.2.4 status 100)
         item = sub(
@@ -359,7 +365,9 @@ class MucService:
         payload: tuple[ET.Element, ...] = tuple(el)
         if el.get("type", "normal") in FILTERED_TYPES:
             # the IM URL filter covers private lines too (raises LinkBlocked: not-acceptable)
-            _, payload, _ = self.router.url_filter.apply(el.findtext(C + "body"), payload)
+            _, payload, _ = self.router.url_filter.apply(
+                el.findtext(C + "body"), payload, sender=me, to=room.jid
+            )
         out.extend(payload)
         x = sub(out, USER + "x")
         del x  # §7.5: private messages carry an empty muc#user x
@@ -369,7 +377,16 @@ class MucService:
         self, stream: C2SProtocol, room: Room, me: JID, el: ET.Element, x: ET.Element
     ) -> None:
         """§7.8.2 mediated invitations (with §7.9's <continue/> kept as sent)."""
-        for inv in x.findall(USER + "invite"):
+        invites = x.findall(USER + "invite")
+        # the IM URL filter (core/url_filter.py) reads each reason before anyone is invited:
+        # a blocked link refuses the whole stanza (not-acceptable), a warned one is defanged
+        reasons = [
+            self.router.url_filter.filter_text(
+                inv.findtext(USER + "reason"), sender=me, to=room.jid
+            )
+            for inv in invites
+        ]
+        for inv, reason in zip(invites, reasons, strict=True):
             try:
                 invitee = parse_jid(inv.get("to", "")).bare
             except InvalidJID:
@@ -378,7 +395,10 @@ class MucService:
             ox = sub(out, USER + "x")
             oinv = sub(ox, USER + "invite", {"from": str(me)})
             for child in inv:
-                oinv.append(child)
+                if child.tag != USER + "reason":
+                    oinv.append(child)
+            if reason is not None:
+                sub(oinv, USER + "reason", text=reason)
             # XEP-0249 alongside, for clients that only read direct invitations
             direct = {"jid": str(room.jid)}
             cont = inv.find(USER + "continue")
@@ -386,7 +406,6 @@ class MucService:
                 direct["continue"] = "true"
                 if cont.get("thread"):
                     direct["thread"] = cont.get("thread", "")
-            reason = inv.findtext(USER + "reason")
             if reason:
                 direct["reason"] = reason
             sub(out, CONF + "x", direct)

@@ -26,7 +26,7 @@ from twisted.python import failure, log
 
 from standard_edition.core.accounts import AccountError
 from standard_edition.core.jid import InvalidJID, prepare_username
-from standard_edition.xmpp.stanzas import C, StanzaError, sub
+from standard_edition.xmpp.stanzas import StanzaError, result_reply, sub
 
 if TYPE_CHECKING:
     from standard_edition.xmpp.c2s import C2SProtocol
@@ -42,7 +42,7 @@ def handle(stream: C2SProtocol, iq: ET.Element, q: ET.Element) -> ET.Element | D
     assert stream.jid is not None and stream.jid.local is not None
     user = stream.jid.local
     if iq.get("type") == "get":
-        reply = _result(iq)
+        reply = result_reply(iq)
         out = sub(reply, R + "query")
         sub(out, R + "instructions", text="Send your user name and a new password to change it.")
         sub(out, R + "registered")
@@ -70,7 +70,7 @@ def handle(stream: C2SProtocol, iq: ET.Element, q: ET.Element) -> ET.Element | D
 
     def changed(_: object) -> ET.Element:
         log.msg(f"c2s {stream.address}: {user} changed their password (XEP-0077)")
-        return _result(iq)
+        return result_reply(iq)
 
     def refused(f: failure.Failure) -> ET.Element:
         if f.check(AccountError):
@@ -91,12 +91,3 @@ def _fields(q: ET.Element) -> tuple[str | None, str | None]:
         values = {f.get("var", ""): f.findtext(X + "value") for f in form.findall(X + "field")}
         return values.get("username"), values.get("password")
     return q.findtext(R + "username"), q.findtext(R + "password")
-
-
-def _result(iq: ET.Element) -> ET.Element:
-    reply = ET.Element(C + "iq", {"type": "result", "id": iq.get("id", "")})
-    if iq.get("from"):
-        reply.set("to", iq.get("from", ""))
-    if iq.get("to"):
-        reply.set("from", iq.get("to", ""))
-    return reply

@@ -237,6 +237,11 @@ class S2SService:
         # told of each available (extension elements) or unavailable (None) presence from a
         # remote full address to a local user (pep/service.py: a partner client's caps)
         self.presence_seen: list[Callable[[JID, JID, tuple[ET.Element, ...] | None], None]] = []
+        # told of each presence one of our endpoints sends to a remote address, as (sender,
+        # to, presence or None), and of each room presence passed through to one of our
+        # clients, as (room occupant, to, stanza) (xmpp/partner_rooms.py: partners' rooms)
+        self.presence_sent: list[Callable[[JID, JID, Presence | None], None]] = []
+        self.room_presence_seen: list[Callable[[JID, JID, ET.Element], None]] = []
         # offered each iq result or error from a remote address to the domain itself, as
         # (iq, sender) -> True when it answered a query of theirs (pep/service.py: caps)
         self.iq_results: list[Callable[[ET.Element, JID], bool]] = []
@@ -329,6 +334,8 @@ class S2SService:
 
     def send_presence(self, sender: JID, to: JID, presence: Presence | None) -> None:
         self.send(to.domain, presence_stanza(sender, to, presence))
+        for sent in self.presence_sent:
+            sent(sender, to, presence)
 
     def send_subscription(self, sender: JID, to: JID, kind: Kind) -> None:
         el = ET.Element(C + "presence", {"from": str(sender), "to": str(to), "type": kind.value})
@@ -441,6 +448,8 @@ class S2SService:
                 return True  # nothing for a user who may not federate
         elif ptype != "error":
             return False
+        for seen in self.room_presence_seen:
+            seen(sender, to, el)
         target = self.router.sessions.get(to) if to.domain == self.domain else None
         if target is not None and hasattr(target, "deliver_stanza"):
             target.deliver_stanza(el)
@@ -856,53 +865,28 @@ class OutboundProtocol(Protocol):
             self.transport.write(stream_error(e.condition, e.text))
             self.fail(f"bad stream from the peer: {e}")
             return
-        self.backlog.extend(events)
-        if self.throttle is None:
-            self._drain()
-
-    def _drain(self) -> None:
-        """Handle the parsed events in order; over the partner's stanza rate, stop reading the
-        socket until the rate allows the next stanza (TCP pushes back on the partner), so
-        nothing is refused or lost for being fast."""
         self.restarted = False
-        while self.backlog:
-            if (self.closing and not self.draining) or self.restarted:
-                self.backlog.clear()
-                return
-            ev = self.backlog[0]
-            if (
-                isinstance(ev, StanzaReceived)
-                and self.authenticated
-                and self.bucket is not None
-                and not self.bucket.take()
-            ):
-                self.svc.counters["s2s_rate_limited"] += 1
-                if self.svc.guard is not None:
-                    self.svc.guard.counters["federation_rate_exceeded"] += 1
-                self.transport.pauseProducing()
-                self.throttle = self.svc.reactor.callLater(self.bucket.wait(), self._resume)
-                return
-            self.backlog.popleft()
-            try:
-                if isinstance(ev, StreamOpened):
-                    self._opened(ev)
-                elif isinstance(ev, StanzaReceived):
-                    self._element(ev.element)
-                elif isinstance(ev, StreamClosed):
-                    if not self.closing:
-                        self.transport.write(STREAM_CLOSE)
-                    self.closing, self.draining = True, False
+        for ev in events:
+            if self.draining:
+                if isinstance(ev, StreamClosed):
+                    self.draining = False
                     self.transport.loseConnection()
-            except Exception:
-                log.err(None, f"s2s: inbound stream from {self.host}")
-                self.stream_error("internal-server-error")
-
-    def _resume(self) -> None:
-        self.throttle = None
-        if self.closing and not self.draining:
-            return
-        self.transport.resumeProducing()
-        self._drain()
+                    return
+                continue  # only the peer's closing tag matters now
+            if self.closing or self.restarted:
+                return
+            if isinstance(ev, StreamOpened):
+                self.header_in = True
+                self.stream_id = ev.attrs.get("id", "")
+            elif isinstance(ev, StanzaReceived):
+                try:
+                    self._element(ev.element)
+                except Exception:
+                    log.err(None, f"s2s: stream to {self.out.domain}")
+                    self.fail("internal error")
+            elif isinstance(ev, StreamClosed):
+                self.peer_closed = True
+                self.fail("the peer closed the stream")
 
     def _element(self, el: ET.Element) -> None:
         tag = el.tag
@@ -1093,10 +1077,33 @@ class Inbound(Protocol):
         except StreamError as e:
             self.stream_error(e.condition, e.text)
             return
+        self.backlog.extend(events)
+        if self.throttle is None:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Handle the parsed events in order; over the partner's stanza rate, stop reading the
+        socket until the rate allows the next stanza (TCP pushes back on the partner), so
+        nothing is refused or lost for being fast."""
         self.restarted = False
-        for ev in events:
+        while self.backlog:
             if (self.closing and not self.draining) or self.restarted:
+                self.backlog.clear()
                 return
+            ev = self.backlog[0]
+            if (
+                isinstance(ev, StanzaReceived)
+                and self.authenticated
+                and self.bucket is not None
+                and not self.bucket.take()
+            ):
+                self.svc.counters["s2s_rate_limited"] += 1
+                if self.svc.guard is not None:
+                    self.svc.guard.counters["federation_rate_exceeded"] += 1
+                self.transport.pauseProducing()
+                self.throttle = self.svc.reactor.callLater(self.bucket.wait(), self._resume)
+                return
+            self.backlog.popleft()
             try:
                 if isinstance(ev, StreamOpened):
                     self._opened(ev)
@@ -1110,6 +1117,13 @@ class Inbound(Protocol):
             except Exception:
                 log.err(None, f"s2s: inbound stream from {self.host}")
                 self.stream_error("internal-server-error")
+
+    def _resume(self) -> None:
+        self.throttle = None
+        if self.closing and not self.draining:
+            return
+        self.transport.resumeProducing()
+        self._drain()
 
     def _opened(self, ev: StreamOpened) -> None:
         peer = (ev.attrs.get("from") or "").lower().rstrip(".") or None

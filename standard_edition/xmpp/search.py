@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from standard_edition.core.directory import Directory, Entry, Query, Result
 from standard_edition.presence.access import Level
-from standard_edition.xmpp.stanzas import C, StanzaError, sub
+from standard_edition.xmpp.stanzas import StanzaError, result_reply, sub
 
 if TYPE_CHECKING:
     from standard_edition.xmpp.c2s import C2SProtocol
@@ -69,7 +69,7 @@ def handle(directory: Directory, stream: C2SProtocol, iq: ET.Element, q: ET.Elem
     form = q.find(X + "x")
     query = _form_query(form) if form is not None else _legacy_query(q)
     result = directory.search(query, hidden=lambda user: presence.level(user, me) is Level.BLOCKED)
-    reply = _result(iq)
+    reply = result_reply(iq)
     out = sub(reply, S + "query")
     if form is not None:
         out.append(_form_result(result, directory))
@@ -84,7 +84,7 @@ def handle(directory: Directory, stream: C2SProtocol, iq: ET.Element, q: ET.Elem
 
 
 def _form(iq: ET.Element, directory: Directory) -> ET.Element:
-    reply = _result(iq)
+    reply = result_reply(iq)
     out = sub(reply, S + "query")
     sub(out, S + "instructions", text=INSTRUCTIONS)
     for name in LEGACY:
@@ -150,12 +150,3 @@ def _text(value: str | None) -> str:
     if len(value) > MAX_FIELD:
         raise StanzaError("not-acceptable", f"a search field holds at most {MAX_FIELD} characters")
     return value
-
-
-def _result(iq: ET.Element) -> ET.Element:
-    reply = ET.Element(C + "iq", {"type": "result", "id": iq.get("id", "")})
-    if iq.get("from"):
-        reply.set("to", iq.get("from", ""))
-    if iq.get("to"):
-        reply.set("from", iq.get("to", ""))
-    return reply

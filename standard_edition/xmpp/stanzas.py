@@ -80,6 +80,16 @@ def local_name(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
+def result_reply(iq: ET.Element) -> ET.Element:
+    """RFC 6120 §8.2.3: an IQ result carries the request's id, back to whoever sent it."""
+    reply = ET.Element(C + "iq", {"type": "result", "id": iq.get("id", "")})
+    if iq.get("from"):
+        reply.set("to", iq.get("from", ""))
+    if iq.get("to"):
+        reply.set("from", iq.get("to", ""))
+    return reply
+
+
 def error_reply(
     stanza: ET.Element,
     condition: str,

@@ -47,7 +47,7 @@ from standard_edition.core.accounts import Accounts
 from standard_edition.core.jid import JID
 from standard_edition.presence.access import CardPart, card_parts
 from standard_edition.store.database import Database
-from standard_edition.xmpp.stanzas import C, StanzaError, error_reply
+from standard_edition.xmpp.stanzas import StanzaError, error_reply, result_reply
 from standard_edition.xmpp.xml import serialize
 
 if TYPE_CHECKING:
@@ -264,7 +264,7 @@ class VCards:
             return error_reply(iq, "service-unavailable")  # XEP-0054 §3.2; blocked looks absent
 
         def reply(card: ET.Element | None) -> ET.Element:
-            out = _result(iq)
+            out = result_reply(iq)
             out.append(visible_card(card, parts, acct.name))
             return out
 
@@ -290,7 +290,7 @@ def own_card(vcards: VCards, stream: C2SProtocol, iq: ET.Element, q: ET.Element)
                 listener(user, q, changed)
             except Exception:
                 log.err(None, f"vcard: after {user} set a card")
-        return _result(iq)
+        return result_reply(iq)
 
     return d.addCallback(stored)
 
@@ -327,12 +327,3 @@ def _names_photo(el: Any) -> bool:
 def _without_own_update(ep: Any) -> bool:
     presence = getattr(ep, "presence", None)
     return presence is None or not any(_names_photo(el) for el in presence.payload)
-
-
-def _result(iq: ET.Element) -> ET.Element:
-    reply = ET.Element(C + "iq", {"type": "result", "id": iq.get("id", "")})
-    if iq.get("from"):
-        reply.set("to", iq.get("from", ""))
-    if iq.get("to"):
-        reply.set("from", iq.get("to", ""))
-    return reply

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import os
 import xml.etree.ElementTree as ET
 from typing import Any
+
+from slixmpp.plugins.xep_0054.stanza import VCardTemp
 
 from .server import Server
 from .xmppclient import Client, Sessions, next_matching, nothing_matching
@@ -263,3 +268,56 @@ def test_persistent_room_survives_a_restart_with_members_subject_and_history(mak
     (entry,) = [r for r in listing if r["room"] == room]
     assert entry["persistent"] and f"{bob}@{server.domain}" in entry["members"]
     run(after())
+
+
+UPDATE = "{vcard-temp:x:update}"
+
+
+def photo_hashes(p: Any) -> list[str | None]:
+    return [x.findtext(UPDATE + "photo") for x in p.xml.findall(UPDATE + "x")]
+
+
+def test_occupant_presence_carries_the_vcard_photo_hash(server: Server, run):
+    alice, bob = server.new_users("alice", "bob")
+    room = room_of(server, "faces")
+    image = os.urandom(2000)
+    digest = hashlib.sha1(image).hexdigest()
+
+    async def scenario() -> None:
+        async with Sessions(server) as ss:
+            a = ss.client(alice)
+            a.register_plugin("xep_0054")  # sets the card; announces no hash itself
+            await a.start()
+            b = await ss.login(bob)
+            room_presence: asyncio.Queue[Any] = asyncio.Queue()
+            b.add_event_handler(
+                "presence", lambda p: p["from"].bare == room and room_presence.put_nowait(p)
+            )
+            card = VCardTemp(
+                xml=ET.fromstring(
+                    "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>"
+                    f"<BINVAL>{base64.b64encode(image).decode()}</BINVAL></PHOTO></vCard>"
+                )
+            )
+            await a.plugin["xep_0054"].publish_vcard(card, timeout=10)
+            await join(a, room, "alice")
+            invite(a, room, f"{bob}@{server.domain}")
+            await next_matching(b.inbox, is_invite)
+            await join(b, room, "bob")
+            # XEP-0398 §4: the room's presence for alice carries her photo's hash ...
+            p = await next_matching(room_presence, lambda p: p["from"].resource == "alice")
+            assert photo_hashes(p) == [digest]
+            # ... and bob's, who has no photo, none
+            own = await next_matching(room_presence, lambda p: p["from"].resource == "bob")
+            assert photo_hashes(own) == []
+            # a client that says which photo it has keeps its own element, once
+            update = a.make_presence(pto=f"{room}/alice", pstatus="back")
+            ET.SubElement(ET.SubElement(update.xml, UPDATE + "x"), UPDATE + "photo").text = digest
+            update.send()
+            p = await next_matching(
+                room_presence,
+                lambda p: p["from"].resource == "alice" and p["status"] == "back",
+            )
+            assert photo_hashes(p) == [digest]
+
+    run(scenario())

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from .rawxmpp import FEATURES, SASL_RESULT, RawStream, bind, header, insecure_context
-from .server import Server
+from .server import Server, free_port
 from .xmppclient import LoginFailed, Sessions, next_matching
 
 EDGE = "127.0.0.2"
@@ -142,11 +142,63 @@ def test_login_refused_on_the_edge_without_outside_access(
 def test_internal_listeners_do_not_answer_on_the_edge_address(
     make_server: Callable[..., Server],
 ) -> None:
-    s = edge_server(make_server)
-    for name in ("c2s", "c2s_tls"):
+    s = make_server(
+        domain="example.test",
+        edge_host=EDGE,
+        sip=True,
+        upload=True,
+        edge_ports={"sip_tls": free_port()},
+    )
+    internal = sorted(n for n in s.ports if not n.startswith("edge_"))
+    assert internal == ["c2s", "c2s_tls", "sip", "sip_tls", "upload"]
+    for name in internal:
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((EDGE, s.ports[name]), timeout=2).close()
-    socket.create_connection((EDGE, s.ports["edge_c2s"]), timeout=2).close()
+    # SIP over UDP neither: the kernel answers port unreachable, nothing of ours does
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.connect((EDGE, s.ports["sip"]))
+        udp.settimeout(2)
+        udp.send(b"OPTIONS sip:example.test SIP/2.0\r\n\r\n")
+        with pytest.raises(ConnectionRefusedError):
+            udp.recv(100)
+    # while every edge listener answers there (c2s, c2s_tls, s2s, sip_tls, upload)
+    edge = sorted(n for n in s.ports if n.startswith("edge_"))
+    assert len(edge) == 5
+    for name in edge:
+        socket.create_connection((EDGE, s.ports[name]), timeout=2).close()
+    # and the control socket is a local (unix) socket in the data directory, not a port
+    assert (s.data_dir / "control.sock").is_socket()
+
+
+def test_remote_session_over_its_stanza_rate_is_closed_while_the_lan_is_not(
+    make_server: Callable[..., Server],
+) -> None:
+    s = edge_server(make_server, "stanzas_per_second = 5\n")
+    dave, erin = s.new_users("dave", "erin")
+    burst = b"".join(
+        f"<message to='{erin}@example.test' type='chat'><body>{i}</body></message>".encode()
+        for i in range(60)
+    )
+
+    async def scenario() -> None:
+        outcome, stream = await edge_plain(s, dave, s.passwords[dave], "127.0.0.12")
+        assert outcome == "success" and stream is not None
+        await bind(stream, "home")
+        stream.send(burst)  # twelve times the rate, at once: more than the burst allowance
+        data, closed = await stream.read_until_closed(15)
+        assert closed and b"<policy-violation" in data, data[-300:]
+        # the LAN has no such limit: the same burst passes
+        async with Sessions(s) as ss:
+            ce = await ss.login(erin)
+            cd = await ss.login(dave, resource="office")
+            for i in range(60):
+                cd.send_message(mto=f"{erin}@example.test", mbody=f"lan {i}", mtype="chat")
+            await next_matching(ce.inbox, lambda m: m["body"] == "lan 59", 15)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    limits = json.loads(s.ctl_ok("status", "--json").stdout)["edge"]["limits"]
+    assert limits["stanza_rate_exceeded"] >= 1 and limits["limits"]["stanzas_per_second"] == 5
+    assert '"stanzas_per_second": 5' in s.ctl_ok("status").stdout
 
 
 def test_brute_force_on_the_edge_is_locked_out_while_others_log_in(

@@ -22,6 +22,30 @@ def refused_join(c: Client, room: str, nick: str) -> Any:
     return next_matching(c.presences, lambda p: p["type"] == "error" and p["from"].bare == room, 15)
 
 
+async def invited_join(
+    host: Client, guest: Client, room: str, guest_jid: str, nick: str, timeout: float = 15
+) -> None:
+    """A mediated invitation (XEP-0045 §7.8.2) from `host` reaches `guest` from the room;
+    `guest` then joins as `nick`."""
+    invite(host, room, guest_jid)
+    got = await next_matching(guest.inbox, is_invite, timeout)
+    assert got["from"].bare == room
+    await join(guest, room, nick)
+
+
+async def lines_both_ways(
+    ca: Client, ce: Client, room: str, there: str, back: str, timeout: float = 15
+) -> None:
+    """alice (ca) says `there` in the room and erin (ce) hears it, then erin answers `back`;
+    each line comes from the speaker's occupant JID."""
+    ca.send_message(mto=room, mbody=there, mtype="groupchat")
+    m = await next_matching(ce.inbox, lambda m: m["body"] == there, timeout)
+    assert str(m["from"]) == f"{room}/alice" and m["type"] == "groupchat"
+    ce.send_message(mto=room, mbody=back, mtype="groupchat")
+    m = await next_matching(ca.inbox, lambda m: m["body"] == back, timeout)
+    assert str(m["from"]) == f"{room}/erin" and m["type"] == "groupchat"
+
+
 def archive(s: Server, *args: str) -> list[dict[str, Any]]:
     out = s.ctl_ok("archive", "search", "--json", *args).stdout
     return json.loads(out)["records"]  # type: ignore[no-any-return]
@@ -50,11 +74,8 @@ def test_partner_user_joins_our_room_by_invitation_and_chats_both_ways(
             # the ad hoc room is members-only: an uninvited partner user is refused
             err = await refused_join(cf, room, "frank")
             assert err["error"]["condition"] == "registration-required"
-            # a mediated invitation crosses to the partner (XEP-0045 §7.8.2)
-            invite(ca, room, f"{erin}@b.test")
-            got = await next_matching(ce.inbox, is_invite, 15)
-            assert got["from"].bare == room
-            await join(ce, room, "erin")
+            # a mediated invitation crosses to the partner
+            await invited_join(ca, ce, room, f"{erin}@b.test", "erin")
             p = await next_matching(ca.presences, lambda p: str(p["from"]) == f"{room}/erin", 15)
             item = p.xml.find(f"{USER}x/{USER}item")
             assert item is not None and item.get("jid", "").startswith(f"{erin}@b.test/")
@@ -62,12 +83,7 @@ def test_partner_user_joins_our_room_by_invitation_and_chats_both_ways(
             (entry,) = [r for r in listing if r["room"] == room]
             assert f"{erin}@b.test" in entry["members"]
             assert f"{erin}@b.test" in {o["jid"].split("/")[0] for o in entry["occupants"]}
-            ca.send_message(mto=room, mbody="welcome erin", mtype="groupchat")
-            m = await next_matching(ce.inbox, lambda m: m["body"] == "welcome erin", 15)
-            assert str(m["from"]) == f"{room}/alice" and m["type"] == "groupchat"
-            ce.send_message(mto=room, mbody="thanks alice", mtype="groupchat")
-            m = await next_matching(ca.inbox, lambda m: m["body"] == "thanks alice", 15)
-            assert str(m["from"]) == f"{room}/erin"
+            await lines_both_ways(ca, ce, room, "welcome erin", "thanks alice")
             await next_matching(ce.inbox, lambda m: m["body"] == "thanks alice", 15)  # echo
             # bob may not talk to other domains: he cannot share the room with erin
             invite(ca, room, f"{bob}@a.test")
@@ -113,16 +129,8 @@ def test_our_user_joins_a_partner_room(
             ca = await sa.login(alice)
             ce = await sb.login(erin)
             await join(ce, room, "erin")
-            invite(ce, room, f"{alice}@a.test")
-            got = await next_matching(ca.inbox, is_invite, 15)
-            assert got["from"].bare == room
-            await join(ca, room, "alice")
-            ca.send_message(mto=room, mbody="hello from a", mtype="groupchat")
-            m = await next_matching(ce.inbox, lambda m: m["body"] == "hello from a", 15)
-            assert str(m["from"]) == f"{room}/alice"
-            ce.send_message(mto=room, mbody="hello from b", mtype="groupchat")
-            m = await next_matching(ca.inbox, lambda m: m["body"] == "hello from b", 15)
-            assert str(m["from"]) == f"{room}/erin"
+            await invited_join(ce, ca, room, f"{alice}@a.test", "alice")
+            await lines_both_ways(ca, ce, room, "hello from a", "hello from b")
 
     run(scenario(), 90)
 

@@ -73,6 +73,18 @@ async def subscribe_both_ways(alice: Any, erin: Any, a: str, e: str) -> None:
     await next_matching(erin.presences, available_from(a), 20)
 
 
+async def chat_both_ways(
+    ca: Any, ce: Any, ja: str, je: str, there: str, back: str, timeout: float = 10
+) -> None:
+    """`there` from ca to je and `back` from ce to ja, each from its sender's bare JID."""
+    ca.send_message(mto=je, mbody=there, mtype="chat")
+    got = await next_matching(ce.inbox, lambda m: m["body"] == there, timeout)
+    assert got["from"].bare == ja
+    ce.send_message(mto=ja, mbody=back, mtype="chat")
+    got = await next_matching(ca.inbox, lambda m: m["body"] == back, timeout)
+    assert got["from"].bare == je
+
+
 def test_federated_presence_and_messages_both_ways_by_dialback(
     make_server: Callable[..., Server], run: Callable[..., Any]
 ) -> None:
@@ -86,12 +98,7 @@ def test_federated_presence_and_messages_both_ways_by_dialback(
             ca = await sa.login(alice)
             ce = await sb.login(erin)
             await subscribe_both_ways(ca, ce, ja, je)
-            ca.send_message(mto=je, mbody="hello from a", mtype="chat")
-            got = await next_matching(ce.inbox, lambda m: m["body"] == "hello from a", 10)
-            assert got["from"].bare == ja
-            ce.send_message(mto=ja, mbody="hello from b", mtype="chat")
-            got = await next_matching(ca.inbox, lambda m: m["body"] == "hello from b", 10)
-            assert got["from"].bare == je
+            await chat_both_ways(ca, ce, ja, je, "hello from a", "hello from b")
             # a presence change crosses too; erin is an External contact: availability only
             ca.send_presence(pshow="dnd", pstatus="a private note")
             p = await next_matching(ce.presences, lambda p: p["show"] == "dnd", 10)
@@ -122,10 +129,8 @@ def test_pinned_certificates_authenticate_by_sasl_external(
         async with Sessions(a) as sa, Sessions(b) as sb:
             ca = await sa.login(alice)
             ce = await sb.login(erin)
-            ca.send_message(mto=f"{erin}@b.test", mbody="over EXTERNAL", mtype="chat")
-            await next_matching(ce.inbox, lambda m: m["body"] == "over EXTERNAL", 15)
-            ce.send_message(mto=f"{alice}@a.test", mbody="and back", mtype="chat")
-            await next_matching(ca.inbox, lambda m: m["body"] == "and back", 15)
+            ja, je = f"{alice}@a.test", f"{erin}@b.test"
+            await chat_both_ways(ca, ce, ja, je, "over EXTERNAL", "and back", 15)
 
     run(scenario())
     for s in (a, b):
@@ -179,7 +184,7 @@ def test_blocked_domain_stream_is_refused_at_once(make_server: Callable[..., Ser
     assert b"starttls" not in got and b"features" not in got  # nothing offered, nothing told
 
 
-def test_open_mode_federates_with_any_domain_not_blocked(
+def test_open_and_blocklist_modes_federate_with_any_domain_not_blocked(
     make_server: Callable[..., Server], run: Callable[..., Any]
 ) -> None:
     a, b = pair(make_server, mode="allowlist", allow=False)
@@ -194,10 +199,20 @@ def test_open_mode_federates_with_any_domain_not_blocked(
             ce = await sb.login(erin)
             ca.send_message(mto=f"{erin}@b.test", mbody="open", mtype="chat")
             await next_matching(ce.inbox, lambda m: m["body"] == "open", 15)
+            listing = json.loads(a.ctl_ok("federation", "list", "--json").stdout)
+            assert listing["mode"] == "open" and listing["source"]["mode"] == "se-ctl"
+            # blocklist mode: every domain but the blocked ones, b.test until it is blocked
+            a.ctl_ok("federation", "mode", "blocklist")
+            ca.send_message(mto=f"{erin}@b.test", mbody="blocklist", mtype="chat")
+            await next_matching(ce.inbox, lambda m: m["body"] == "blocklist", 15)
+            a.ctl_ok("federation", "block", "b.test")
+            ca.send_message(mto=f"{erin}@b.test", mbody="blocked", mtype="chat")
+            err = await next_matching(ca.inbox, lambda m: m["type"] == "error", 15)
+            assert err["error"]["condition"] == "not-allowed"
+            await nothing_matching(ce.inbox, lambda m: m["body"] == "blocked", 1)
 
     run(scenario())
-    listing = json.loads(a.ctl_ok("federation", "list", "--json").stdout)
-    assert listing["mode"] == "open" and listing["source"]["mode"] == "se-ctl"
+    assert json.loads(a.ctl_ok("federation", "list", "--json").stdout)["mode"] == "blocklist"
     a.ctl_ok("config", "reset", "federation.mode")
     assert json.loads(a.ctl_ok("federation", "list", "--json").stdout)["mode"] == "allowlist"
 
@@ -229,6 +244,17 @@ def test_user_without_federation_access_chats_inside_only(
     run(scenario())
 
 
+async def bounced(a: Server, user: str, to: str, n: int, condition: str) -> None:
+    """`n` messages from `user` to `to` each come back as an error with `condition`."""
+    async with Sessions(a) as sa:
+        ca = await sa.login(user)
+        for i in range(n):
+            ca.send_message(mto=to, mbody=f"hello {i}", mtype="chat")
+        for _ in range(n):
+            err = await next_matching(ca.inbox, lambda m: m["type"] == "error", 15)
+            assert err["error"]["condition"] == condition
+
+
 def test_unreachable_domain_bounces_remote_server_not_found(
     make_server: Callable[..., Server], run: Callable[..., Any]
 ) -> None:
@@ -239,15 +265,7 @@ def test_unreachable_domain_bounces_remote_server_not_found(
         edge_host=A_HOST,
     )
     (alice,) = a.new_users("alice")
-
-    async def scenario() -> None:
-        async with Sessions(a) as sa:
-            ca = await sa.login(alice)
-            ca.send_message(mto="someone@gone.test", mbody="anyone?", mtype="chat")
-            err = await next_matching(ca.inbox, lambda m: m["type"] == "error", 15)
-            assert err["error"]["condition"] == "remote-server-not-found"
-
-    run(scenario())
+    run(bounced(a, alice, "someone@gone.test", 1, "remote-server-not-found"))
 
 
 def test_silent_partner_bounces_what_waited_with_remote_server_timeout(
@@ -265,19 +283,9 @@ def test_silent_partner_bounces_what_waited_with_remote_server_timeout(
         edge_host=A_HOST,
     )
     (alice,) = a.new_users("alice")
-
-    async def scenario() -> None:
-        async with Sessions(a) as sa:
-            ca = await sa.login(alice)
-            # queued while the stream comes up; each bounces when it does not, in time
-            for i in range(3):
-                ca.send_message(mto="someone@mute.test", mbody=f"hello {i}", mtype="chat")
-            for _ in range(3):
-                err = await next_matching(ca.inbox, lambda m: m["type"] == "error", 15)
-                assert err["error"]["condition"] == "remote-server-timeout"
-
     try:
-        run(scenario())
+        # queued while the stream comes up; each bounces when it does not, in time
+        run(bounced(a, alice, "someone@mute.test", 3, "remote-server-timeout"))
     finally:
         silent.close()
 

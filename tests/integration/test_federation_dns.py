@@ -17,8 +17,8 @@ import pytest
 
 from .prosody import DNS
 from .server import Server, free_port
-from .test_federation import A_HOST, B_HOST, status
-from .xmppclient import Sessions, next_matching
+from .test_federation import A_HOST, B_HOST, chat_both_ways, status
+from .xmppclient import Sessions
 
 
 @pytest.fixture
@@ -78,12 +78,7 @@ def test_partners_found_by_srv_for_xmpp_and_sipfederationtls_for_sip(
         async with Sessions(a) as sa, Sessions(b) as sb:
             ca = await sa.login(alice)
             ce = await sb.login(erin)
-            ca.send_message(mto=je, mbody="to b over SIP", mtype="chat")
-            got = await next_matching(ce.inbox, lambda m: m["body"] == "to b over SIP", 20)
-            assert got["from"].bare == ja
-            ce.send_message(mto=ja, mbody="to a over XMPP", mtype="chat")
-            got = await next_matching(ca.inbox, lambda m: m["body"] == "to a over XMPP", 20)
-            assert got["from"].bare == je
+            await chat_both_ways(ca, ce, ja, je, "to b over SIP", "to a over XMPP", 20)
 
     run(scenario(), 90)
     sa, sb = status(a)["edge"], status(b)["edge"]

@@ -2,7 +2,8 @@
 
 One pair of servers for the module (a.test on 127.0.0.2, b.test on 127.0.0.3, federating over
 s2s as in test_federation.py): a user losing federation access first, then a whole domain
-blocked, which ends the module's federation.
+blocked, which ends the module's federation. Rooms on both sides: partners in ours
+(xmpp/muc_federation.py) and ours in the partner's (xmpp/partner_rooms.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,21 @@ def removed(room: str, nick: str) -> Callable[[Any], bool]:
     return match
 
 
+def taken_out(room: str, nick: str) -> Callable[[Any], bool]:
+    """The self-presence our server gives a client it took out of a partner's room: 110
+    (this is you), 307 (removed) and 333 (by a server, for a technical reason)."""
+
+    def match(p: Any) -> bool:
+        codes = {s.get("code") for s in p.xml.findall(f"{USER}x/{USER}status")}
+        return (
+            str(p["from"]) == f"{room}/{nick}"
+            and p["type"] == "unavailable"
+            and {"110", "307", "333"} <= codes
+        )
+
+    return match
+
+
 def _any(preds: tuple[Callable[[Any], bool], ...], x: Any) -> bool:
     return any(p(x) for p in preds)
 
@@ -69,6 +85,7 @@ def test_user_losing_federation_access_goes_offline_for_partners_and_leaves_shar
     ja, je = f"{alice}@a.test", f"{erin}@b.test"
     owned = f"alices{alice}@conference.a.test"  # alice owns it
     other = f"carols{carol}@conference.a.test"  # carol owns it, alice is a participant
+    partners = f"erins{erin}@conference.b.test"  # erin's room on the partner's server
 
     async def scenario() -> None:
         async with Sessions(a) as sa, Sessions(b) as sb:
@@ -81,24 +98,31 @@ def test_user_losing_federation_access_goes_offline_for_partners_and_leaves_shar
             await join(cc, other, "carol")
             await invited_join(cc, ce, other, je, "erin")
             await invited_join(cc, ca, other, ja, "alice")
+            await join(ce, partners, "erin")
+            await invited_join(ce, ca, partners, ja, "alice")
 
             a.ctl_ok("policy", ja, "--federation-access", "off")
             # the partner sees alice go offline, and alice's client sees erin go offline
-            # in her own room the federated occupant is removed; in carol's room alice goes
+            # in her own room the federated occupant is removed; in carol's room alice goes;
+            # and her own server takes her out of erin's room
             await all_matching(
                 ca.presences,
                 unavailable_from(je),
                 removed(owned, "erin"),
                 removed(other, "alice"),
+                taken_out(partners, "alice"),
             )
             await all_matching(ce.presences, unavailable_from(ja), removed(owned, "erin"))
             await next_matching(cc.presences, removed(other, "alice"), 15)
             # erin stays in carol's room, and still talks with carol there
             ce.send_message(mto=other, mbody="still here", mtype="groupchat")
             await next_matching(cc.inbox, lambda m: m["body"] == "still here", 15)
-            # nothing of alice's reaches the partner any more
+            # nothing of alice's reaches the partner any more, nor her lines in erin's room
             ca.send_presence(pshow="dnd")
             await nothing_matching(ce.presences, lambda p: p["from"].bare == ja, 1.5)
+            ca.send_message(mto=partners, mbody="let me back", mtype="groupchat")
+            err = await next_matching(ca.inbox, lambda m: m["type"] == "error", 15)
+            assert err["error"]["condition"] == "not-allowed"
             # alice and carol still chat inside
             ca.send_message(mto=f"{carol}@a.test", mbody="inside", mtype="chat")
             await next_matching(cc.inbox, lambda m: m["body"] == "inside", 10)
@@ -115,6 +139,7 @@ def test_blocking_a_domain_closes_its_streams_and_removes_its_occupants_at_once(
     (frank,) = b.new_users("frank")
     jd, jf = f"{dave}@a.test", f"{frank}@b.test"
     room = f"daves{dave}@conference.a.test"
+    partners = f"franks{frank}@conference.b.test"  # frank's room on the partner's server
 
     async def scenario() -> None:
         async with Sessions(a) as sa, Sessions(b) as sb:
@@ -123,6 +148,8 @@ def test_blocking_a_domain_closes_its_streams_and_removes_its_occupants_at_once(
             await subscribe_both_ways(cd, cf, jd, jf)
             await join(cd, room, "dave")
             await invited_join(cd, cf, room, jf, "frank")
+            await join(cf, partners, "frank")
+            await invited_join(cf, cd, partners, jd, "dave")
             fed = status(a)["edge"]["federation"]
             assert fed["outgoing"].get("b.test") == "ready" and "b.test" in fed["incoming"]
 
@@ -135,8 +162,19 @@ def test_blocking_a_domain_closes_its_streams_and_removes_its_occupants_at_once(
                     and not any("b.test" in k for k in f["outgoing"])
                 ),
             )
-            # dave's client sees frank leave the room (307) and go offline
-            await all_matching(cd.presences, removed(room, "frank"), unavailable_from(jf))
+            # dave's client sees frank leave the room (307) and go offline, and is told that
+            # it left frank's room on b.test, which can no longer say so itself
+            await all_matching(
+                cd.presences,
+                removed(room, "frank"),
+                unavailable_from(jf),
+                taken_out(partners, "dave"),
+            )
+            # the room is out of reach: a line for it is refused here, and never arrives
+            cd.send_message(mto=partners, mbody="still there?", mtype="groupchat")
+            err = await next_matching(cd.inbox, lambda m: m["type"] == "error", 15)
+            assert err["error"]["condition"] == "not-allowed"
+            await nothing_matching(cf.inbox, lambda m: m["body"] == "still there?", 1)
             # nothing passes any more, either way
             cd.send_presence(pshow="away")
             await nothing_matching(cf.presences, lambda p: p["from"].bare == jd, 1.5)

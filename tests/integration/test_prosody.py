@@ -16,8 +16,9 @@ import pytest
 
 from .prosody import DNS, Prosody, ProsodyUnavailable, federation_toml, records, unavailable
 from .server import Server, free_port
-from .test_conference import USER, invite, is_invite, join
-from .test_federation import A_HOST, available_from, status
+from .test_conference import USER, join
+from .test_federated_rooms import invited_join, lines_both_ways
+from .test_federation import A_HOST, available_from, chat_both_ways, status
 from .test_s2s_lifecycle import wait_until
 from .xmppclient import Sessions, next_matching
 
@@ -61,13 +62,18 @@ def prosody_pair(
         print(f"--- prosody log ---\n{p.log_tail()}")
 
 
+def alice_and_erin(a: Server, p: Prosody) -> tuple[str, str]:
+    """A new user on our side, and erin on Prosody's."""
+    (alice,) = a.new_users("alice")
+    p.add_user("erin")
+    return alice, "erin"
+
+
 def test_prosody_subscription_presence_and_messages_both_ways(
     prosody_pair: Callable[..., tuple[Server, Prosody]], run: Callable[..., Any]
 ) -> None:
     a, p = prosody_pair()
-    (alice,) = a.new_users("alice")
-    erin = "erin"
-    p.add_user(erin)
+    alice, erin = alice_and_erin(a, p)
     ja, je = f"{alice}@a.test", f"{erin}@b.test"
 
     async def scenario() -> None:
@@ -78,12 +84,7 @@ def test_prosody_subscription_presence_and_messages_both_ways(
             ca.send_presence(pto=je, ptype="subscribe")
             await next_matching(ca.presences, available_from(je), 30)
             await next_matching(ce.presences, available_from(ja), 30)
-            ca.send_message(mto=je, mbody="hello prosody", mtype="chat")
-            got = await next_matching(ce.inbox, lambda m: m["body"] == "hello prosody", 15)
-            assert got["from"].bare == ja
-            ce.send_message(mto=ja, mbody="hello appliance", mtype="chat")
-            got = await next_matching(ca.inbox, lambda m: m["body"] == "hello appliance", 15)
-            assert got["from"].bare == je
+            await chat_both_ways(ca, ce, ja, je, "hello prosody", "hello appliance", 15)
             # a presence change crosses both ways
             ca.send_presence(pshow="dnd")
             await next_matching(
@@ -109,19 +110,14 @@ def test_prosody_with_pinned_certificates_authenticates_by_sasl_external(
     prosody_pair: Callable[..., tuple[Server, Prosody]], run: Callable[..., Any]
 ) -> None:
     a, p = prosody_pair(pinned=True)
-    (alice,) = a.new_users("alice")
-    erin = "erin"
-    p.add_user(erin)
+    alice, erin = alice_and_erin(a, p)
     ja, je = f"{alice}@a.test", f"{erin}@b.test"
 
     async def scenario() -> None:
         async with Sessions(a) as sa, Sessions(p) as sp:
             ca = await sa.login(alice)
             ce = await sp.login(erin)
-            ca.send_message(mto=je, mbody="over EXTERNAL", mtype="chat")
-            await next_matching(ce.inbox, lambda m: m["body"] == "over EXTERNAL", 15)
-            ce.send_message(mto=ja, mbody="and back", mtype="chat")
-            await next_matching(ca.inbox, lambda m: m["body"] == "and back", 15)
+            await chat_both_ways(ca, ce, ja, je, "over EXTERNAL", "and back", 15)
 
     run(scenario(), 90)
     fed = status(a)["edge"]["federation"]
@@ -134,9 +130,7 @@ def test_prosody_user_joins_our_room_and_our_user_joins_prosodys(
     prosody_pair: Callable[..., tuple[Server, Prosody]], run: Callable[..., Any]
 ) -> None:
     a, p = prosody_pair()
-    (alice,) = a.new_users("alice")
-    erin = "erin"
-    p.add_user(erin)
+    alice, erin = alice_and_erin(a, p)
     ours, theirs = "team@conference.a.test", "lounge@conference.b.test"
 
     async def scenario() -> None:
@@ -145,28 +139,15 @@ def test_prosody_user_joins_our_room_and_our_user_joins_prosodys(
             ce = await sp.login(erin)
             # our room, a mediated invitation over s2s, Prosody's user joins and chats
             await join(ca, ours, "alice")
-            invite(ca, ours, f"{erin}@b.test")
-            got = await next_matching(ce.inbox, is_invite, 30)
-            assert got["from"].bare == ours
-            await join(ce, ours, "erin")
+            await invited_join(ca, ce, ours, f"{erin}@b.test", "erin", 30)
             pres = await next_matching(ca.presences, lambda x: str(x["from"]) == f"{ours}/erin")
             item = pres.xml.find(f"{USER}x/{USER}item")
             assert item is not None and item.get("jid", "").startswith(f"{erin}@b.test/")
-            ca.send_message(mto=ours, mbody="welcome erin", mtype="groupchat")
-            m = await next_matching(ce.inbox, lambda m: m["body"] == "welcome erin", 15)
-            assert str(m["from"]) == f"{ours}/alice"
-            ce.send_message(mto=ours, mbody="thanks alice", mtype="groupchat")
-            m = await next_matching(ca.inbox, lambda m: m["body"] == "thanks alice", 15)
-            assert str(m["from"]) == f"{ours}/erin"
+            await lines_both_ways(ca, ce, ours, "welcome erin", "thanks alice")
             # Prosody's room: erin opens it, alice joins from here, lines cross both ways
             await join(ce, theirs, "erin")
             await join(ca, theirs, "alice")
-            ca.send_message(mto=theirs, mbody="hello prosody room", mtype="groupchat")
-            m = await next_matching(ce.inbox, lambda m: m["body"] == "hello prosody room", 15)
-            assert str(m["from"]) == f"{theirs}/alice"
-            ce.send_message(mto=theirs, mbody="hello appliance", mtype="groupchat")
-            m = await next_matching(ca.inbox, lambda m: m["body"] == "hello appliance", 15)
-            assert str(m["from"]) == f"{theirs}/erin"
+            await lines_both_ways(ca, ce, theirs, "hello prosody room", "hello appliance")
 
     run(scenario(), 120)
     outgoing = status(a)["edge"]["federation"]["outgoing"]
@@ -177,9 +158,7 @@ def test_idle_streams_with_prosody_close_and_reopen(
     prosody_pair: Callable[..., tuple[Server, Prosody]], run: Callable[..., Any]
 ) -> None:
     a, p = prosody_pair(idle_timeout=1)
-    (alice,) = a.new_users("alice")
-    erin = "erin"
-    p.add_user(erin)
+    alice, erin = alice_and_erin(a, p)
     ja, je = f"{alice}@a.test", f"{erin}@b.test"
 
     def closed() -> bool:
@@ -191,10 +170,7 @@ def test_idle_streams_with_prosody_close_and_reopen(
             ca = await sa.login(alice)
             ce = await sp.login(erin)
             for n in range(2):
-                ca.send_message(mto=je, mbody=f"to prosody {n}", mtype="chat")
-                await next_matching(ce.inbox, lambda m, n=n: m["body"] == f"to prosody {n}", 30)
-                ce.send_message(mto=ja, mbody=f"from prosody {n}", mtype="chat")
-                await next_matching(ca.inbox, lambda m, n=n: m["body"] == f"from prosody {n}", 30)
+                await chat_both_ways(ca, ce, ja, je, f"to prosody {n}", f"from prosody {n}", 30)
                 # both streams go quiet: we close ours and the one Prosody opened to us
                 await asyncio.to_thread(wait_until, "closed", closed)
 

@@ -274,6 +274,93 @@ def test_user_without_federation_access_and_blocked_domain_are_refused(
         raw.close()
 
 
+def closed(entity: str) -> Callable[[Any], bool]:
+    return lambda n: (
+        n.headers.get("Event") == "presence"
+        and f'entity="sip:{entity}"'.encode() in n.body
+        and b">closed<" in n.body
+        and b">open<" not in n.body
+    )
+
+
+def notifies_for(c: SipClient, entity: str, wait: float) -> list[Any]:
+    """Every presence NOTIFY about `entity` that arrives within `wait` seconds."""
+    got = []
+    end = time.monotonic() + wait
+    while (left := end - time.monotonic()) > 0:
+        try:
+            n = c.expect("NOTIFY", timeout=left)
+        except TimeoutError:
+            break
+        if f'entity="sip:{entity}"'.encode() in n.body:
+            got.append(n)
+    return got
+
+
+def test_partner_watcher_sees_only_closed_documents_while_federation_access_is_off(
+    make_server: Callable[..., Server],
+) -> None:
+    a, b = sip_pair(make_server)
+    (alice,) = a.new_users("alice")
+    (erin,) = b.new_users("erin")
+    ja, je = f"{alice}@a.test", f"{erin}@b.test"
+    ca, ce = lan(a, alice), lan(b, erin)
+
+    def publish(body: bytes) -> None:
+        r = ca.request(
+            "PUBLISH",
+            f"sip:{ja}",
+            [("Event", "presence"), ("Content-Type", PIDF)],
+            body,
+            to=f"sip:{ja}",
+            call_id=f"pub-{time.monotonic()}-{ca.call_id}",
+        )
+        assert r.status == 200, r
+
+    try:
+        # erin (b.test, SIP) watches alice (a.test, SIP) with alice's approval
+        assert subscribe(ca, ja, "presence.winfo") == 200
+        assert subscribe(ce, ja, tag="1") == 202
+        notify_until(ca, waiting(je))
+        assert subscribe(ca, je, tag="1") in (200, 202)  # approves erin
+        notify_until(ce, presence_of(ja))
+        # alice loses federation access: erin's dialog gets a closed document at once
+        a.ctl_ok("policy", ja, "--federation-access", "off")
+        notify_until(ce, closed(ja))
+        # and while it stays off, nothing alice does shows her open to erin
+        publish(PIDF_BUSY)
+        assert ca.register().status == 200
+        leaked = [n.body for n in notifies_for(ce, ja, 2.0) if not closed(ja)(n)]
+        assert leaked == []
+        # a new subscription from the partner learns nothing of her (as for no such user)
+        ctx = insecure_context()
+        ctx.load_cert_chain(b.data_dir / "cert.pem", b.data_dir / "key.pem")
+        raw = SipClient(
+            a.ports["edge_sip_tls"], erin, "x", "b.test", "tls", host=A_HOST, context=ctx
+        )
+        try:
+            r = raw.request(
+                "SUBSCRIBE",
+                f"sip:{ja}",
+                [("Event", "presence"), ("Accept", PIDF), ("Expires", "600")],
+                to=f"sip:{ja}",
+                auth=False,
+            )
+            assert r.status == 404
+            with pytest.raises(TimeoutError):
+                raw.expect("NOTIFY", timeout=0.5)
+        finally:
+            raw.close()
+        # access back: alice's next change reaches erin again
+        a.ctl_ok("policy", ja, "--federation-access", "on")
+        publish(PIDF_BUSY.replace(b"on a deadline", b"back"))
+        notify_until(ce, presence_of(ja))
+    finally:
+        ca.close()
+        ce.close()
+    assert status(a)["edge"]["policy"]["policy_presence_withdrawn"] >= 1
+
+
 def test_partner_without_a_trusted_certificate_is_refused(
     make_server: Callable[..., Server],
 ) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import pytest
+
+from standard_edition.core.url_filter import DEFAULT_PREFIX
 
 from . import rawxmpp
 from .rawxmpp import RawStream
@@ -151,3 +154,41 @@ def test_inactive_client_gets_presence_batched_and_messages_at_once(server: Serv
             s.close()
 
     run(scenario())
+
+
+def test_a_warned_message_routed_again_is_filtered_once(server: Server, run):
+    """The IM URL filter defangs and prefixes a message once: when the session it went to is
+    not resumed and the message is routed again, it arrives as it was sent the first time."""
+    alice, bob = server.new_users("alice", "bob")
+    # the listed domain in the userinfo is left as written (it is not where the link goes),
+    # so filtering the warned text again would find it and prefix the message twice
+    text = "see http://evil.example:80@evil.example/x"
+    warned = f"{DEFAULT_PREFIX} see hxxp://evil.example:80@evil[.]example/x"
+
+    def counters() -> dict[str, int]:
+        return json.loads(server.ctl_ok("status", "--json").stdout)["counters"]
+
+    async def scenario() -> None:
+        s = await rawxmpp.login(
+            server.ports["c2s"], server.domain, alice, server.passwords[alice], "phone"
+        )
+        await enable(s)
+        s.send(b"<presence/>")
+        async with Sessions(server) as ss:
+            b = await ss.login(bob)
+            laptop = await ss.login(alice, resource="laptop")
+            s.w.transport.abort()  # the phone drops; its session waits to be resumed
+            b.send_message(mto=f"{alice}@{server.domain}/phone", mbody=text, mtype="chat")
+            # nobody resumes it: after resume_timeout the message goes to the laptop
+            m = await next_matching(laptop.inbox, lambda m: m["type"] == "chat", 20)
+            assert m["body"] == warned
+
+    server.ctl_ok("im", "url-filter", "add", "evil.example")
+    server.ctl_ok("im", "url-filter", "mode", "warn")
+    try:
+        before = counters()["url_filter_warned"]
+        run(scenario())
+        assert counters()["url_filter_warned"] == before + 1
+    finally:
+        for key in ("mode", "domains"):
+            server.ctl_ok("config", "reset", f"im.url_filter.{key}")

@@ -114,6 +114,13 @@ def get(server: Server, url: str, method: str = "GET") -> Any:
     return asyncio.to_thread(https(server), method, url)
 
 
+async def upload(c: Client, server: Server, name: str, data: bytes, ctype: str | None) -> str:
+    """A slot for `data`, its PUT (201, sent as `ctype` or as bytes), and the link to GET."""
+    put_url, get_url = await slot(c, server, name, len(data), ctype)
+    assert (await put(server, put_url, data, ctype or "application/octet-stream"))[0] == 201
+    return str(get_url)
+
+
 # -- the tests -----------------------------------------------------------------------------------
 
 
@@ -164,8 +171,7 @@ def test_picture_sent_as_link_reaches_colleague_with_its_bytes(server: Server, r
 
             # anything but a picture is a download with its name, never shown as a page
             page = b"<script>alert(1)</script>"
-            put_url, get_url = await slot(ca, server, "notes.html", len(page), "text/html")
-            assert (await put(server, put_url, page, "text/html"))[0] == 201
+            get_url = await upload(ca, server, "notes.html", page, "text/html")
             status, headers, body = await get(server, get_url)
             assert (status, body, headers["Content-Type"]) == (200, page, "text/html")
             assert headers["Content-Disposition"].startswith('attachment; filename="notes.html"')
@@ -215,8 +221,7 @@ def test_quota_counts_stored_files_and_open_slots(server: Server, run: Any) -> N
     async def go() -> None:
         async with Sessions(server) as ss:
             c = await uploader(ss, alice)
-            put_url, _ = await slot(c, server, "a.bin", len(data), "application/octet-stream")
-            assert (await put(server, put_url, data, "application/octet-stream"))[0] == 201
+            await upload(c, server, "a.bin", data, "application/octet-stream")
             await slot(c, server, "b.bin", len(data), "application/octet-stream")  # unused yet
             iq = await refusal(c, server, "c.bin", len(data), "application/octet-stream")
             assert iq["error"]["condition"] == "resource-constraint"
@@ -270,9 +275,7 @@ def test_plain_http_gets_no_file(server: Server, run: Any) -> None:
     async def go() -> str:
         async with Sessions(server) as ss:
             c = await uploader(ss, alice)
-            put_url, get_url = await slot(c, server, "a.bin", len(data), None)
-            assert (await put(server, put_url, data, "application/octet-stream"))[0] == 201
-            return get_url
+            return await upload(c, server, "a.bin", data, None)
 
     get_url = run(go())
     path = urlsplit(get_url).path
@@ -315,9 +318,7 @@ def test_files_expire_and_are_removed(make_server: Callable[..., Server], run: A
     async def go() -> str:
         async with Sessions(server) as ss:
             c = await uploader(ss, alice)
-            put_url, get_url = await slot(c, server, "a.bin", len(data), None)
-            assert (await put(server, put_url, data, "application/octet-stream"))[0] == 201
-            return get_url
+            return await upload(c, server, "a.bin", data, None)
 
     get_url = run(go())
     token = urlsplit(get_url).path.split("/")[2]
@@ -446,3 +447,69 @@ def test_messages_to_the_upload_service_bounce_at_once(server: Server, run: Any)
             assert err["error"]["type"] == "cancel"
 
     run(go())
+
+
+def test_backup_keeps_uploads_and_a_restore_without_them_drops_their_links(
+    make_server: Callable[..., Server], run: Any, tmp_path: Path
+) -> None:
+    """README: a backup holds the uploaded files unless --no-uploads; a restore keeps only the
+    uploads whose files it has, so the others answer 404 and free their owner's quota."""
+    s = make_server(UPLOAD_TOML, upload=True)
+    (alice,) = s.new_users("alice")
+    files = [os.urandom(3000), os.urandom(3500)]
+
+    async def upload() -> list[str]:
+        async with Sessions(s) as ss:
+            c = await uploader(ss, alice)
+            links = []
+            for n, data in enumerate(files):
+                put_url, get_url = await slot(c, s, f"f{n}.bin", len(data), None)
+                assert (await put(s, put_url, data, "application/octet-stream"))[0] == 201
+                links.append(get_url)
+            return links
+
+    links = run(upload())
+    full, small = tmp_path / "full.tar.gz", tmp_path / "small.tar.gz"
+    made = json.loads(s.ctl_ok("backup", str(full), "--json").stdout)
+    assert made["uploads"] == {"included": True, "files": 2, "bytes": 6500}
+    made = json.loads(s.ctl_ok("backup", str(small), "--no-uploads", "--json").stdout)
+    assert made["uploads"] == {"included": False, "files": 0, "bytes": 0}
+    assert s.stop() == 0
+
+    def restored(backup: Path) -> tuple[Server, dict[str, Any]]:
+        fresh = make_server(UPLOAD_TOML, start=False, upload=True)
+        fresh.passwords.update(s.passwords)
+        result = json.loads(fresh.ctl_ok("restore", str(backup), "--json").stdout)
+        fresh.start()
+        return fresh, result
+
+    def moved(server: Server, url: str) -> str:
+        return url.replace(f":{s.ports['upload']}/", f":{server.ports['upload']}/")
+
+    # with the files: every link works again, and the quota counts them
+    one, result = restored(full)
+    assert result["uploads"] == {"files": 2, "links_dropped": 0}
+    for url, data in zip(links, files, strict=True):
+        status, _, body = https(one)("GET", moved(one, url))
+        assert (status, body) == (200, data)
+    status = json.loads(one.ctl_ok("status", "--json").stdout)["upload"]
+    assert (status["files"], status["bytes"]) == (2, 6500)
+    assert one.stop() == 0
+
+    # without them: the links answer 404, and the user's quota is free again
+    two, result = restored(small)
+    assert result["uploads"] == {"files": 0, "links_dropped": 2}
+    for url in links:
+        assert https(two)("GET", moved(two, url))[0] == 404
+    status = json.loads(two.ctl_ok("status", "--json").stdout)["upload"]
+    assert (status["files"], status["bytes"]) == (0, 0)
+
+    async def quota_is_free() -> None:
+        async with Sessions(two) as ss:
+            c = await uploader(ss, alice)
+            for n in range(2):  # 2 x 4000 bytes fit in 10000 only if nothing else counts
+                put_url, _ = await slot(c, two, f"new{n}.bin", 4000, None)
+                status, _, _ = await put(two, put_url, os.urandom(4000), "application/octet-stream")
+                assert status == 201
+
+    run(quota_is_free())

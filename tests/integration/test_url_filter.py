@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,7 +13,8 @@ import pytest
 
 from .server import DOMAIN, Server
 from .sipclient import SipClient
-from .test_conference import invite, is_invite, join, room_of
+from .test_conference import USER, invite, is_invite, join, room_of
+from .test_events import EventReader
 from .test_federation import pair
 from .xmppclient import Client, Sessions, next_matching
 
@@ -127,6 +129,100 @@ def test_conference_lines_are_blocked_or_warned(server: Server, run) -> None:
             assert got["body"] == DEFANGED and str(got["from"]) == f"{room}/alice"
             a.send_message(mto=f"{room}/bob", mbody=EVIL, mtype="chat")
             assert (await first_line(b))["body"] == DEFANGED
+
+    try:
+        run(scenario())
+    finally:
+        server.ctl_ok("config", "reset", "im.url_filter.mode")
+
+
+def counters(server: Server) -> dict[str, int]:
+    return json.loads(server.ctl_ok("status", "--json").stdout)["counters"]
+
+
+def logged(server: Server, text: str, timeout: float = 10) -> str:
+    """The server's log once it holds text (the line is written as the message is refused)."""
+    end = time.monotonic() + timeout
+    while True:
+        log = server.log_path.read_text(errors="replace")
+        if text in log or time.monotonic() > end:
+            return log
+        time.sleep(0.1)
+
+
+def test_warned_and_blocked_messages_are_counted_and_blocks_logged(server: Server, run) -> None:
+    alice, bob = server.new_users("alice", "bob")
+    bj = f"{bob}@{DOMAIN}"
+    before = counters(server)
+
+    async def scenario() -> None:
+        async with Sessions(server) as ss:
+            a = await ss.login(alice)
+            b = await ss.login(bob)
+            server.ctl_ok("im", "url-filter", "mode", "block")
+            a.send_message(mto=bj, mbody=f"our secret plan: {EVIL}", mtype="chat")
+            check_refusal(await next_matching(a.inbox, refused))
+            server.ctl_ok("im", "url-filter", "mode", "warn")
+            a.send_message(mto=bj, mbody=EVIL, mtype="chat")
+            assert (await first_line(b))["body"] == DEFANGED
+            a.send_message(mto=bj, mbody="no links here", mtype="chat")
+            assert (await first_line(b))["body"] == "no links here"
+
+    try:
+        run(scenario())
+    finally:
+        server.ctl_ok("config", "reset", "im.url_filter.mode")
+    after = counters(server)
+    assert after["url_filter_blocked"] == before["url_filter_blocked"] + 1
+    assert after["url_filter_warned"] == before["url_filter_warned"] + 1
+    text = server.ctl_ok("status").stdout
+    assert f"url_filter_blocked {after['url_filter_blocked']}" in text
+    assert f"url_filter_warned {after['url_filter_warned']}" in text
+    # the console's live counters carry them too
+    reader = EventReader(server, ["counters"])
+    try:
+        fed = reader.wait_for(lambda e: e["event"] == "counters")["data"]["counters"]
+    finally:
+        reader.close()
+    assert fed["url_filter_blocked"] == after["url_filter_blocked"]
+    assert fed["url_filter_warned"] == after["url_filter_warned"]
+    line = f"url filter: blocked a message from {alice}@{DOMAIN} to {DOMAIN}: links to evil.example"
+    log = logged(server, line)
+    assert line in log
+    assert "secret plan" not in log  # never the text
+
+
+def test_invitation_reasons_are_blocked_or_defanged(server: Server, run) -> None:
+    alice, bob = server.new_users("alice", "bob")
+    bj = f"{bob}@{DOMAIN}"
+    room = room_of(server, "invitations")
+    reason = "see hxxp://good.example@evil[.]example/x now"  # defanged, with no prefix
+    conf = "{jabber:x:conference}x"
+
+    async def scenario() -> None:
+        async with Sessions(server) as ss:
+            a = ss.client(alice)
+            for plugin in ("xep_0045", "xep_0249"):
+                a.register_plugin(plugin)
+            await a.start()
+            b = await ss.login(bob)
+            await join(a, room, "alice")
+            server.ctl_ok("im", "url-filter", "mode", "block")
+            a.plugin["xep_0249"].send_invitation(bj, room, reason=EVIL)  # direct, user to user
+            check_refusal(await next_matching(a.inbox, refused))
+            a.plugin["xep_0045"].invite(room, bj, reason=EVIL)  # mediated, through the room
+            check_refusal(await next_matching(a.inbox, refused))
+            server.ctl_ok("im", "url-filter", "mode", "warn")
+            # the first invitation bob sees is this one: the blocked ones never came
+            a.plugin["xep_0249"].send_invitation(bj, room, reason=EVIL)
+            got = await next_matching(b.inbox, lambda m: m.xml.find(conf) is not None)
+            assert not is_invite(got) and got.xml.find(conf).get("reason") == reason
+            a.plugin["xep_0045"].invite(room, bj, reason=EVIL)
+            got = await next_matching(b.inbox, is_invite)
+            assert got.xml.findtext(f"{USER}x/{USER}invite/{USER}reason") == reason
+            assert got.xml.find(conf).get("reason") == reason
+            assert got["body"].endswith(reason)
+            await join(b, room, "bob")  # the invitation still works
 
     try:
         run(scenario())

@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from standard_edition import config
 from standard_edition.core.jid import JID
@@ -139,6 +140,65 @@ def test_warning_twice_changes_nothing_more() -> None:
     f = flt("warn")
     once = f.filter_message(message("http://evil.example"))
     assert f.filter_message(once) is once
+
+
+def test_a_message_the_filter_let_through_is_not_filtered_again() -> None:
+    # a listed domain in the userinfo is not the link's host, so it is not defanged; a second
+    # pass would read it as a bare host name and prefix the message again
+    counters: dict[str, int] = {}
+    f = UrlFilter.build("warn", "domains", ["evil.example"], PREFIX, "example.test", counters)
+    once = f.filter_message(message("see http://evil.example:80@evil.example/x"))
+    assert once.filtered
+    assert once.body == f"{PREFIX} see hxxp://evil.example:80@evil[.]example/x"
+    unmarked = Message(A, B, "chat", once.body, "m1", once.payload)
+    assert f.filter_message(unmarked).body.count(PREFIX) == 2  # what the mark prevents
+    assert f.filter_message(once) is once
+    # a rerouted copy that carries the mark passes even in block mode: it was accepted once
+    blocking = UrlFilter.build("block", "domains", ["evil.example"], PREFIX, "example.test")
+    assert blocking.filter_message(once) is once
+    assert counters == {"url_filter_warned": 2}
+
+
+def test_blocks_and_warnings_are_counted_and_each_block_logged_without_the_text() -> None:
+    counters: dict[str, int] = {"url_filter_warned": 0, "url_filter_blocked": 0}
+    warn = UrlFilter.build("warn", "domains", ["evil.example"], PREFIX, "example.test", counters)
+    block = UrlFilter.build("block", "domains", ["evil.example"], PREFIX, "example.test", counters)
+    warn.filter_message(message("secret plan at http://evil.example/p"))
+    warn.filter_message(message("nothing to see"))
+    with capturedLogs() as events, pytest.raises(LinkBlocked):
+        block.filter_message(message("secret plan at http://sub.evil.example/p"))
+    with pytest.raises(LinkBlocked):
+        block.apply("secret plan at www.evil.example", (), sender=A, to="room@conference.x")
+    assert counters == {"url_filter_warned": 1, "url_filter_blocked": 2}
+    ours = [e for e in events if e.get("log_namespace") == "se.url_filter"]
+    assert len(ours) == 1 and ours[0]["log_level"] == LogLevel.info
+    line = formatEvent(ours[0])
+    assert line.startswith("url filter: blocked") and "secret" not in line
+    assert str(A.bare) in line and "to example.test" in line and "sub.evil.example" in line
+
+
+def test_invitation_reasons_are_defanged_or_blocked() -> None:
+    direct = ET.fromstring(
+        "<x xmlns='jabber:x:conference' jid='r@conference.example.test' "
+        "reason='slides at http://evil.example/s'/>"
+    )
+    mediated = ET.fromstring(
+        "<x xmlns='http://jabber.org/protocol/muc#user'><invite from='r@conference.example.test'>"
+        "<reason>slides at http://evil.example/s</reason></invite></x>"
+    )
+    for el in (direct, mediated):
+        msg = Message(A, B, "normal", None, "i1", (el,))
+        with pytest.raises(LinkBlocked):
+            flt("block").filter_message(msg)
+        (out,) = flt("warn").filter_message(msg).payload
+        reason = out.get("reason") if out.tag == direct.tag else out.findtext(".//{*}reason")
+        assert reason == "slides at hxxp://evil[.]example/s"  # no prefix inside a reason
+        assert out.get("jid") == el.get("jid")  # still a working invitation
+    assert "evil.example/s" in direct.get("reason", "")  # the original is not changed
+    assert flt("warn").filter_text("see www.evil.example") == "see www[.]evil[.]example"
+    assert flt("warn").filter_text(None) is None
+    with pytest.raises(LinkBlocked):
+        flt("block").filter_text("see www.evil.example")
 
 
 def test_empty_prefix_only_defangs() -> None:

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 
 from standard_edition.sip.message import Headers, Request
 from standard_edition.sip.registrar import FLUSH_DELAY, Registrar
-from standard_edition.store.migrations import _003_sip_bindings
+from standard_edition.store.migrations import _003_sip_bindings, _009_sip_binding_origin
 
 
 class Store:
@@ -21,6 +21,7 @@ class Store:
     def __init__(self) -> None:
         self.db = sqlite_utils.Database(memory=True)
         _003_sip_bindings(self.db)
+        _009_sip_binding_origin(self.db)
         self.transactions = 0
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -88,3 +89,23 @@ def test_stop_writes_what_waits_and_keeps_the_bindings() -> None:
     assert done and store.rows() == {"sip:carol@10.0.0.1": clock.seconds() + 600}
     clock.advance(FLUSH_DELAY)
     assert store.transactions == 1  # the cancelled timer does not write again
+
+
+def test_a_binding_keeps_its_origin_when_restored() -> None:
+    r, store, clock = registrar()
+    r.register(register("dave", "sip:dave@192.0.2.7", 600, 1), "dave", "tls", None, "edge")
+    r.register(register("erin", "sip:erin@10.0.0.1", 600, 1), "erin", "udp", None)
+    r.stop()
+    bound: list[Any] = []
+    again = Registrar(clock, store, bound.append, lambda b: None, clock=clock.seconds)  # type: ignore[arg-type]
+    again.load()
+    assert {b.username: b.origin for b in bound} == {"dave": "edge", "erin": "internal"}
+    # registered again from the LAN, the same contact is an internal one from then on
+    again.register(register("dave", "sip:dave@192.0.2.7", 600, 2), "dave", "tcp", None)
+    (b,) = again.bindings("dave")
+    assert b.origin == "internal"
+    again.stop()
+    assert {r["username"]: r["origin"] for r in store.db["sip_bindings"].rows} == {
+        "dave": "internal",
+        "erin": "internal",
+    }
