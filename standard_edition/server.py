@@ -174,6 +174,7 @@ class Server:
         if n_nodes:
             log.info("pep: {n} nodes", n=n_nodes)
         self.muc = MucService(cfg.domain, router, self.db)
+        vcards.photo_listeners.append(self.muc.photo_changed)
         n_rooms = yield self.muc.load()
         if n_rooms:
             log.info("conference: {n} persistent rooms", n=n_rooms)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -203,6 +204,14 @@ class MucService:
         self, room: Room, occ: Occupant, *, gone: bool = False, codes: tuple[str, ...] = ()
     ) -> None:
         self.conferences.broadcast_occupant(room, occ, gone=gone, codes=codes)
+
+    def photo_changed(self, user: str, only: Callable[[ET.Element | None], bool]) -> None:
+        """A user's avatar hash changed: their occupants whose clients do not announce the hash
+        themselves show the new one in every room they are in (XEP-0398 §4)."""
+        for room in self.rooms.all():
+            for occ in list(room.occupants.values()):
+                if self.router.local_user(occ.jid) == user and only(occ.presence):
+                    self._broadcast_presence(room, occ)
 
     # -- entry points from the c2s stream ------------------------------------------------------
 

@@ -143,6 +143,9 @@ class VCards:
         # told of each card a user set from a client: (username, card, photo hash changed);
         # pep/avatar.py converts its photo to XEP-0084 (cards it writes itself are not told)
         self.card_listeners: list[Callable[[str, ET.Element, bool], None]] = []
+        # told of each user whose photo hash changed, after their contacts (e.g. the rooms the
+        # user sits in, xmpp/muc.py); each gets the user name and the filter below
+        self.photo_listeners: list[Callable[[str, Callable[[ET.Element | None], bool]], None]] = []
         accounts.on_removed.append(self._account_removed)
         router.presence_payload.append(self.with_photo_hash)
 
@@ -181,6 +184,8 @@ class VCards:
     def photo_changed(self, username: str) -> None:
         """Contacts learn the new hash from the endpoints that do not announce it themselves."""
         self.router.rebroadcast(username, _without_own_update)
+        for listener in self.photo_listeners:
+            listener(username, _no_own_photo)
 
     def _remember(self, username: str, summary: CardSummary) -> None:
         if summary == CardSummary():
@@ -327,3 +332,8 @@ def _names_photo(el: Any) -> bool:
 def _without_own_update(ep: Any) -> bool:
     presence = getattr(ep, "presence", None)
     return presence is None or not any(_names_photo(el) for el in presence.payload)
+
+
+def _no_own_photo(presence: ET.Element | None) -> bool:
+    """A room occupant's last presence does not announce a photo of the client's own."""
+    return presence is None or not any(_names_photo(el) for el in presence)

@@ -321,3 +321,41 @@ def test_occupant_presence_carries_the_vcard_photo_hash(server: Server, run):
             assert photo_hashes(p) == [digest]
 
     run(scenario())
+
+
+def test_a_new_photo_reaches_the_rooms_the_user_is_in(server: Server, run):
+    alice, bob = server.new_users("alice", "bob")
+    room = room_of(server, "newface")
+    image = os.urandom(1500)
+    digest = hashlib.sha1(image).hexdigest()
+
+    async def scenario() -> None:
+        async with Sessions(server) as ss:
+            a = ss.client(alice)
+            a.register_plugin("xep_0054")  # sets the card; announces no hash itself
+            await a.start()
+            b = await ss.login(bob)
+            room_presence: asyncio.Queue[Any] = asyncio.Queue()
+            b.add_event_handler(
+                "presence", lambda p: p["from"].bare == room and room_presence.put_nowait(p)
+            )
+            await join(a, room, "alice")
+            invite(a, room, f"{bob}@{server.domain}")
+            await next_matching(b.inbox, is_invite)
+            await join(b, room, "bob")
+            p = await next_matching(room_presence, lambda p: p["from"].resource == "alice")
+            assert photo_hashes(p) == []  # no photo yet
+            card = VCardTemp(
+                xml=ET.fromstring(
+                    "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>"
+                    f"<BINVAL>{base64.b64encode(image).decode()}</BINVAL></PHOTO></vCard>"
+                )
+            )
+            await a.plugin["xep_0054"].publish_vcard(card, timeout=10)
+            # the room tells its occupants of alice's new picture without her rejoining
+            p = await next_matching(
+                room_presence, lambda p: p["from"].resource == "alice" and photo_hashes(p)
+            )
+            assert photo_hashes(p) == [digest]
+
+    run(scenario())
