@@ -154,7 +154,7 @@ class Archive:
             # edge (remote), else the route: to another domain (federated) or internal
             if not is_ours(sender.domain, self.domain):
                 origin = "federated"
-            elif self._session_origin(msg.sender) == "edge":
+            elif (msg.origin or self._session_origin(msg.sender)) == "edge":
                 origin = "remote"
             else:
                 origin = origin_of(sender.domain, to.domain, self.domain)
@@ -171,7 +171,7 @@ class Archive:
             sender=str(sender),
             recipient=str(to),
             body=msg.body,
-            protocol=self._protocol_of(msg.sender),
+            protocol=msg.protocol or self._protocol_of(msg.sender),
             direction=direction,
             origin=origin,
             resource=msg.sender.resource or "",

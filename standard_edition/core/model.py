@@ -43,6 +43,11 @@ class Message:
     # already through the IM URL filter (core/url_filter.py): a message routed again (a
     # XEP-0198 session nobody resumed) is neither defanged twice nor refused after the fact
     filtered: bool = False
+    # the sender's side as its adapter saw it, for the archive when the sender holds no session
+    # (a SIP MESSAGE outside a registration): "xmpp" | "sip", and "edge" for a local user
+    # signed in from outside; None: look at the sender's session
+    protocol: str | None = None
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -520,7 +520,13 @@ class SipService:
         sender = ep.jid if ep is not None else JID(user, self.domain, None)
         to = remote or JID(target, self.domain, None)
         self.deliver_text(
-            tx, sender, to, text, self.router.route_message, f"sip: MESSAGE from {user}"
+            tx,
+            sender,
+            to,
+            text,
+            self.router.route_message,
+            f"sip: MESSAGE from {user}",
+            origin="edge" if self.edge_stream(peer) is not None else "internal",
         )
 
     def deliver_text(
@@ -531,6 +537,7 @@ class SipService:
         text: str,
         route: Callable[[Message], defer.Deferred[None]],
         what: str,
+        origin: str | None = None,
     ) -> None:
         """A MESSAGE's text as a chat message handed to `route`; the transaction gets 200, the
         status a refusal maps to, or 500 for anything else (logged as `what`)."""
@@ -543,6 +550,8 @@ class SipService:
             body=text,
             id=secrets.token_hex(8),
             payload=(body,),
+            protocol="sip",
+            origin=origin,
         )
         try:
             d = route(msg)

@@ -195,3 +195,22 @@ def test_edge_registration_keeps_its_origin_across_a_restart(
     s.stop()
     s.start()
     assert origins() == {dave: [], erin: ["internal"]}
+
+
+def test_messages_outside_a_registration_are_archived_as_sip_with_their_origin(
+    server: Server,
+) -> None:
+    s = server
+    s.ctl_ok("archive", "policy", "set", "--mode", "all")
+    dave, carol = s.new_users("dave", "carol")
+    jd, jc = f"{dave}@{s.domain}", f"{carol}@{s.domain}"
+    lan(s, carol)  # registered on the LAN, so that the messages are delivered
+    # neither sender registers: no session tells the archive who they are
+    assert message(edge(s, dave), jc, "from home, unregistered") == 200
+    office = SipClient(s.ports["sip"], dave, s.passwords[dave], s.domain, "tcp")
+    assert message(office, jc, "from the office, unregistered") == 200
+    out = s.ctl_ok("archive", "search", "--json", "--user", jd).stdout
+    records = {r["body"]: r for r in json.loads(out)["records"]}
+    home, desk = records["from home, unregistered"], records["from the office, unregistered"]
+    assert (home["protocol"], home["origin"]) == ("sip", "remote")
+    assert (desk["protocol"], desk["origin"]) == ("sip", "internal")
