@@ -289,6 +289,8 @@ def _cell(key: str, value: Any) -> str:
         return duration(value)
     if key in ("started", "since", "created") and isinstance(value, int | float):
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    if isinstance(value, dict) and _setting(value):
+        return f"{_cell(key, value['value'])} ({value['source']})"
     if isinstance(value, list):
         if not value:
             return "none"
@@ -329,9 +331,22 @@ def key_values(data: dict[str, Any], indent: str = "") -> str:
             cols = list(dict.fromkeys(k for v in value for k in v))
             sub = table(value, [(c, c.upper()) for c in cols])
             lines.extend(f"{indent}  {line}" for line in sub.splitlines())
+        elif isinstance(value, dict) and value and not _setting(value) and _nested(value):
+            # a section (the edge, the settings): its own indented block
+            lines.append(f"{indent}{key}:")
+            lines.append(key_values(value, indent + "  "))
         else:
             lines.append(f"{indent}{(key + ':').ljust(width)} {_cell(key, value)}")
     return "\n".join(lines)
+
+
+def _nested(value: dict[str, Any]) -> bool:
+    return any(isinstance(v, dict | list) and v for v in value.values())
+
+
+def _setting(value: dict[str, Any]) -> bool:
+    """A run-time setting as status shows it: its value and where it comes from."""
+    return set(value) == {"value", "source"}
 
 
 USER_COLUMNS = [("jid", "JID"), ("name", "NAME"), ("enabled", "ENABLED"), ("sessions", "SESSIONS")]

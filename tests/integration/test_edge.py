@@ -198,7 +198,7 @@ def test_remote_session_over_its_stanza_rate_is_closed_while_the_lan_is_not(
     asyncio.run(asyncio.wait_for(scenario(), 60))
     limits = json.loads(s.ctl_ok("status", "--json").stdout)["edge"]["limits"]
     assert limits["stanza_rate_exceeded"] >= 1 and limits["limits"]["stanzas_per_second"] == 5
-    assert '"stanzas_per_second": 5' in s.ctl_ok("status").stdout
+    assert ", stanzas_per_second 5," in s.ctl_ok("status").stdout  # the text shows it too
 
 
 def test_brute_force_on_the_edge_is_locked_out_while_others_log_in(

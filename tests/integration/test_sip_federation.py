@@ -496,7 +496,7 @@ def test_partner_connection_over_its_request_rate_gets_503_with_retry_after(
     assert edge["sip_federation"]["sip_fed_rate_limited"] >= 1
     assert edge["limits"]["federation_rate_exceeded"] >= 1
     assert edge["limits"]["limits"]["federation_stanzas_per_second"] == 2
-    assert '"federation_stanzas_per_second": 2' in b.ctl_ok("status").stdout
+    assert "federation_stanzas_per_second 2\n" in b.ctl_ok("status").stdout
 
 
 def test_blocking_a_partner_closes_its_sip_connections_at_once(
