@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,12 +45,6 @@ BUSY_TIMEOUT_MS = 2000  # a locked archive file fails the batch after this long
 PURGE_CHECK = 3600.0  # seconds between retention checks
 SETTING_PREFIX = "archive."
 REFUSED_TEXT = "the message could not be archived and was not delivered (archive critical mode)"
-
-
-@dataclass(slots=True)
-class _Pending:
-    entry: store.Entry
-    waiter: Deferred[None] | None
 
 
 class Archive:
@@ -88,7 +81,10 @@ class Archive:
         self.reader = Database(reactor, path, migrations=(), name="archive-read")
         self._state = store.ChainState()  # touched only on the writer thread
         self.last_id = 0  # the reactor's copy, after each commit
-        self._pending: list[_Pending] = []
+        # the open batch: its records, and the Deferreds of those whose senders wait for the
+        # commit (critical mode, policy changes)
+        self._pending: list[store.Entry] = []
+        self._waiters: list[Deferred[None]] = []
         self._flush_call: Any = None
         self._writing = False
         self._logged_day: str | None = None
@@ -146,48 +142,54 @@ class Archive:
     def record(self, msg: Message, origin: str | None = None) -> Deferred[None] | None:
         """Queue msg for the archive if the policy wants it. In critical mode: a Deferred that
         fires once it is committed (the router delivers then); otherwise None."""
-        if msg.body is None or msg.type in ("error", "headline") or self.policy.mode == "off":
+        # runs on the reactor for every message: plain strings and one tuple, no JID copies
+        policy = self.policy
+        if msg.body is None or msg.type in ("error", "headline") or policy.mode == "off":
             return None
-        sender, to = msg.sender.bare, msg.to.bare
+        sender_jid, to_jid = msg.sender, msg.to
+        sender_domain, to_domain = sender_jid.domain, to_jid.domain
+        sender = _bare(sender_jid)
+        to = _bare(to_jid)
+        ours = is_ours(sender_domain, self.domain)
         if origin is None:
             # the sender's origin: another domain (federated), our user signed in through the
             # edge (remote), else the route: to another domain (federated) or internal
-            if not is_ours(sender.domain, self.domain):
+            if not ours:
                 origin = "federated"
-            elif (msg.origin or self._session_origin(msg.sender)) == "edge":
+            elif (msg.origin or self._session_origin(sender_jid)) == "edge":
                 origin = "remote"
             else:
-                origin = origin_of(sender.domain, to.domain, self.domain)
-        policy = self.policy
-        if not wanted(policy, str(sender), str(to), origin):
+                origin = origin_of(sender_domain, to_domain, self.domain)
+        if not wanted(policy, sender, to, origin):
             return None
-        if origin == "internal":
-            direction = "local"
-        else:
-            direction = "out" if is_ours(sender.domain, self.domain) else "in"
-        entry = store.Entry(
-            ts=self._now_us(),
-            kind="message",
-            sender=str(sender),
-            recipient=str(to),
-            body=msg.body,
-            protocol=msg.protocol or self._protocol_of(msg.sender),
-            direction=direction,
-            origin=origin,
-            resource=msg.sender.resource or "",
-            room=str(to) if msg.type == "groupchat" else "",
-            type=msg.type,
-            msg_id=msg.id or "",
+        direction = "local" if origin == "internal" else ("out" if ours else "in")
+        self._queue(
+            store.Entry(
+                int(self.reactor.seconds() * 1_000_000),
+                "message",
+                sender,
+                to,
+                msg.body,
+                msg.protocol or self._protocol_of(sender_jid),
+                direction,
+                origin,
+                sender_jid.resource or "",
+                to if msg.type == "groupchat" else "",
+                msg.type,
+                msg.id or "",
+            )
         )
-        waiter: Deferred[None] | None = Deferred() if policy.critical else None
-        self._queue(_Pending(entry, waiter))
+        if not policy.critical:
+            return None
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
         return waiter
 
     def _now_us(self) -> int:
         return int(self.reactor.seconds() * 1_000_000)
 
-    def _queue(self, p: _Pending) -> None:
-        self._pending.append(p)
+    def _queue(self, entry: store.Entry) -> None:
+        self._pending.append(entry)
         if not self._writing and self._flush_call is None:
             self._flush_call = self.reactor.callLater(self._window, self._flush)
 
@@ -195,11 +197,13 @@ class Archive:
         self._flush_call = None
         if self._writing or not self._pending:
             return
-        batch, self._pending = self._pending, []
+        entries, self._pending = self._pending, []
+        waiters, self._waiters = self._waiters, []
         self._writing = True
-        entries = [p.entry for p in batch]
         d = self.db.read(self._commit, lambda conn, st: store.append(conn, st, entries))
-        d.addCallbacks(self._written, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
+        d.addCallbacks(
+            self._written, self._failed, callbackArgs=(waiters,), errbackArgs=(entries, waiters)
+        )
         d.addBoth(self._next_batch)
 
     def _commit(
@@ -223,30 +227,26 @@ class Archive:
             self._state = state
         return result
 
-    def _written(self, result: store.Appended, batch: list[_Pending]) -> None:
+    def _written(self, result: store.Appended, waiters: list[Deferred[None]]) -> None:
         self.counters["batches"] += 1
         self.counters["archived"] += result.messages
         self.last_id = result.state.last_id
         self._log_closed(result.closed_days)
-        for p in batch:
-            if p.waiter is not None:
-                p.waiter.callback(None)
+        for w in waiters:
+            w.callback(None)
 
-    def _failed(self, f: Any, batch: list[_Pending]) -> None:
-        n = sum(1 for p in batch if p.entry.kind == "message")
-        self.counters["failed"] += n
-        refused = sum(1 for p in batch if p.waiter is not None)
-        self.counters["refused"] += refused
+    def _failed(self, f: Any, entries: list[store.Entry], waiters: list[Deferred[None]]) -> None:
+        self.counters["failed"] += sum(1 for e in entries if e.kind == "message")
+        self.counters["refused"] += len(waiters)
         log.error(
             "archive: a batch of {n} record(s) could not be written ({refused} refused to their "
             "senders, the rest delivered unarchived): {error}",
-            n=len(batch),
-            refused=refused,
+            n=len(entries),
+            refused=len(waiters),
             error=f.getErrorMessage(),
         )
-        for p in batch:
-            if p.waiter is not None:
-                p.waiter.errback(Undeliverable("resource-constraint", REFUSED_TEXT))
+        for w in waiters:
+            w.errback(Undeliverable("resource-constraint", REFUSED_TEXT))
 
     def _next_batch(self, _: Any) -> None:
         self._writing = False
@@ -275,7 +275,8 @@ class Archive:
             body=json.dumps(body, sort_keys=True),
         )
         d: Deferred[None] = Deferred()
-        self._queue(_Pending(entry, d))
+        self._queue(entry)
+        self._waiters.append(d)
         return d
 
     # -- policy --------------------------------------------------------------------------------
@@ -429,6 +430,11 @@ class Archive:
             "pending": len(self._pending),
             **self.counters,
         }
+
+
+def _bare(jid: JID) -> str:
+    """str(jid.bare) without making the bare JID."""
+    return jid.domain if jid.local is None else f"{jid.local}@{jid.domain}"
 
 
 def _sleep(reactor: Any, seconds: float) -> Deferred[None]:
