@@ -19,6 +19,7 @@ from twisted.python import log
 
 from standard_edition.archive.service import Archive
 from standard_edition.core.accounts import Accounts
+from standard_edition.core.fanout import PresenceFanout
 from standard_edition.core.history import MessageHistory
 from standard_edition.core.jid import JID
 from standard_edition.core.model import Message, Presence, RosterItem, Undeliverable
@@ -74,6 +75,8 @@ class Router(FederationRouting):
         self.presence = presence
         presence.listeners.append(self._aggregate_changed)
         presence.level_listeners.append(self._levels_changed)
+        # every presence delivered to local endpoints, a bounded number per reactor turn
+        self.fanout = PresenceFanout(presence.reactor, sessions)
         # full JIDs that received directed presence from an endpoint (RFC 6121 §4.6.3)
         self._directed: dict[JID, set[JID]] = {}
         self._replaying: set[str] = set()
@@ -329,18 +332,29 @@ class Router(FederationRouting):
         """The presence of one of `owner`'s endpoints as `watcher` may see it; None: Offline."""
         if ep.presence is None:
             return None
+        level = self._sees_at(owner, watcher)
+        return None if level is None else self._render_at(owner, ep, level)
+
+    def _sees_at(self, owner: str, watcher: JID) -> Level | None:
+        """The access level at which `watcher` sees `owner`'s presence; None: not at all.
+        What `render` shows depends on the watcher through this alone."""
         if watcher.bare == JID(owner, self.domain, None):
-            level = Level.FRIENDS
-        else:
-            if self.is_remote(watcher) and not self.may_federate(owner, watcher.domain):
-                return None  # DESIGN §7: no federation access, or the domain is refused
-            level = self.presence.level(owner, watcher)
-            if level is Level.BLOCKED:
-                return None
-            if self.presence.privacy(owner):
-                item = self.rosters.get(owner, watcher.bare)
-                if item is None or not item.in_roster:
-                    return None  # DESIGN §4: privacy mode: only the contact list sees presence
+            return Level.FRIENDS
+        if self.is_remote(watcher) and not self.may_federate(owner, watcher.domain):
+            return None  # DESIGN §7: no federation access, or the domain is refused
+        level = self.presence.level(owner, watcher)
+        if level is Level.BLOCKED:
+            return None
+        if self.presence.privacy(owner):
+            item = self.rosters.get(owner, watcher.bare)
+            if item is None or not item.in_roster:
+                return None  # DESIGN §4: privacy mode: only the contact list sees presence
+        return level
+
+    def _render_at(self, owner: str, ep: Endpoint, level: Level) -> Presence | None:
+        """The presence of one of `owner`'s endpoints as a watcher at `level` sees it."""
+        if ep.presence is None:
+            return None
         seen = view(self.presence.aggregate(owner), level)
         if seen.band is Band.OFFLINE:
             return None  # appear offline
@@ -394,28 +408,39 @@ class Router(FederationRouting):
             return
         if contact_user == user or self.rosters.state(contact_user, ep.jid.bare).has_from:
             for other in self.sessions.available(contact_user):
-                ep.deliver_presence(other.jid, self.render(contact_user, other, ep.jid))
+                self.fanout.deliver(ep, other.jid, self.render(contact_user, other, ep.jid))
 
     def _broadcast(self, ep: Endpoint, gone: bool = False) -> None:
         """§4.2.2 / §4.4.2: an endpoint's presence to every subscriber and the user's own
-        endpoints, each rendered for the watcher."""
+        endpoints, each rendered for the watcher: once per access level, so that every
+        watcher at one level gets the very same Presence (and adapters can reuse its wire
+        form)."""
         user = ep.jid.local
         assert user is not None
+        rendered: dict[Level, Presence | None] = {}
+
+        def shown_to(watcher: JID) -> Presence | None:
+            if gone:
+                return None
+            level = self._sees_at(user, watcher)
+            if level is None:
+                return None
+            if level not in rendered:
+                rendered[level] = self._render_at(user, ep, level)
+            return rendered[level]
+
         for contact in self.rosters.subscribers(user):
             contact_user = self.local_user(contact)
             if contact_user is None:
                 if self.is_remote(contact):
-                    self._presence_out(
-                        ep.jid, contact, None if gone else self.render(user, ep, contact)
-                    )
+                    self._presence_out(ep.jid, contact, shown_to(contact))
                 continue
-            shown = None if gone else self.render(user, ep, contact)
-            self._deliver_presence_to_user(contact_user, ep.jid, shown)
-        me = JID(user, self.domain, None)
+            self._deliver_presence_to_user(contact_user, ep.jid, shown_to(contact))
+        own_view = shown_to(JID(user, self.domain, None))
         for own in self.sessions.available(user):
-            own.deliver_presence(ep.jid, None if gone else self.render(user, ep, me))
+            self.fanout.deliver(own, ep.jid, own_view)
         if gone:
-            ep.deliver_presence(ep.jid, None)
+            self.fanout.deliver(ep, ep.jid, None)
 
     def _send_user_presence(self, user: str, to_user: str, gone: bool = False) -> None:
         """All of `user`'s available endpoints, as `to_user` may see them."""
@@ -438,14 +463,14 @@ class Router(FederationRouting):
             for other in self.sessions.available(contact_user):
                 shown = self.render(contact_user, other, ep.jid)
                 if shown is not None:
-                    ep.deliver_presence(other.jid, shown)
+                    self.fanout.deliver(ep, other.jid, shown)
         for other in self.sessions.available(user):
             if other is not ep:
-                ep.deliver_presence(other.jid, self.render(user, other, ep.jid))
+                self.fanout.deliver(ep, other.jid, self.render(user, other, ep.jid))
 
     def _deliver_presence_to_user(self, user: str, sender: JID, p: Presence | None) -> None:
         for ep in self.sessions.available(user):
-            ep.deliver_presence(sender, p)
+            self.fanout.deliver(ep, sender, p)
 
     def _deliver_presence_to_jid(self, to: JID, sender: JID, p: Presence | None) -> None:
         if self.is_remote(to):
@@ -459,7 +484,7 @@ class Router(FederationRouting):
         else:
             target = self.sessions.get(to)
             if target is not None:
-                target.deliver_presence(sender, p)
+                self.fanout.deliver(target, sender, p)
 
     # -- messages (RFC 6121 §8.5) ----------------------------------------------------------
 

@@ -55,6 +55,9 @@ def describe(ep: Endpoint) -> dict[str, Any]:
 class SessionRegistry:
     def __init__(self, events: EventBus | None = None) -> None:
         self._by_user: dict[str, dict[str, Endpoint]] = {}
+        # endpoints per protocol, kept as they come and go: the counters feed reads it every
+        # few seconds, and walking every session each time would hold the reactor
+        self._by_protocol: dict[str, int] = {}
         self.events = events  # told of each login and logout (topic "sessions")
 
     def add(self, ep: Endpoint) -> Endpoint | None:
@@ -65,7 +68,9 @@ class SessionRegistry:
         resources[ep.jid.resource] = ep
         if old is not ep:
             if old is not None:
+                self._count(old, -1)
                 self._publish("logout", old)
+            self._count(ep, 1)
             self._publish("login", ep)
         return old
 
@@ -78,8 +83,16 @@ class SessionRegistry:
         del resources[ep.jid.resource]
         if not resources:
             del self._by_user[ep.jid.local]
+        self._count(ep, -1)
         self._publish("logout", ep)
         return True
+
+    def _count(self, ep: Endpoint, delta: int) -> None:
+        n = self._by_protocol.get(ep.protocol, 0) + delta
+        if n:
+            self._by_protocol[ep.protocol] = n
+        else:
+            del self._by_protocol[ep.protocol]
 
     def _publish(self, change: str, ep: Endpoint) -> None:
         if self.events is not None and self.events.wants("sessions"):
@@ -107,7 +120,4 @@ class SessionRegistry:
         return sum(len(r) for r in self._by_user.values())
 
     def counts_by_protocol(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for ep in self:
-            out[ep.protocol] = out.get(ep.protocol, 0) + 1
-        return out
+        return dict(self._by_protocol)

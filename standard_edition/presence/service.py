@@ -66,6 +66,11 @@ class PresenceService:
         self.level_listeners: list[Callable[[str], None]] = []
         self.events: EventBus | None = None  # told of each aggregate change (topic "presence")
 
+    @property
+    def reactor(self) -> Any:
+        """The reactor (IReactorTime) this service's timers, and the router's, run on."""
+        return self._reactor
+
     def now(self) -> float:
         return float(self._reactor.seconds())
 
@@ -116,7 +121,7 @@ class PresenceService:
         u = self._user(username)
         if u.last is not None:
             # kept current: every input change and every timed threshold re-aggregates, and
-            # a broadcast asks once per watcher
+            # a broadcast asks once per access level its watchers have
             return u.last
         return aggregate(u.endpoints.values(), u.manual, u.calendar, self.now(), u.note, u.oof_note)
 

@@ -30,6 +30,7 @@ from standard_edition.edge.limits import EdgeGuard, TokenBucket
 from standard_edition.xmpp import sasl, sm
 from standard_edition.xmpp.iq import IqHandlers
 from standard_edition.xmpp.muc import MucService
+from standard_edition.xmpp.presence_wire import WIRE
 from standard_edition.xmpp.stanzas import (
     C,
     StanzaError,
@@ -193,6 +194,8 @@ class C2SProtocol(Protocol):
         if self.sm is not None:
             self.sm.unacked.clear()
         for _, el in pending:
+            if isinstance(el, bytes):
+                continue  # a presence, serialised once for all its watchers
             if el.tag != C + "message" or el.get("type") in ("error", "groupchat"):
                 continue
             if el.findtext(C + "body") is None:
@@ -246,18 +249,19 @@ class C2SProtocol(Protocol):
         for el in held.values():
             self._write_stanza(el)
 
-    def _write_stanza(self, el: ET.Element) -> None:
-        if self.sm is not None and el.tag in STANZAS:
+    def _write_stanza(self, el: ET.Element | bytes) -> None:
+        """Write a stanza, counting it for XEP-0198; bytes: a stanza serialised already."""
+        if self.sm is not None and (isinstance(el, bytes) or el.tag in STANZAS):
             try:
                 ask = self.sm.sent(el)
             except sm.SmError as e:
                 self.stream_error(e.condition, e.text)
                 return
             if not self.closing and not self.detached:
-                self.transport.write(serialize(el) + (sm.element("r") if ask else b""))
+                self.transport.write(_wire(el) + (sm.element("r") if ask else b""))
             return
         if not self.closing:
-            self.transport.write(serialize(el))
+            self.transport.write(_wire(el))
 
     def stream_error(self, condition: str, text: str = "") -> None:
         """RFC 6120 §4.9: send the error, close the stream and the connection."""
@@ -621,7 +625,7 @@ class C2SProtocol(Protocol):
             self.timeout.cancel()
         self.send(sm.element("resumed", h=str(state.handled_in), previd=state.id))
         for _, stanza in list(state.unacked):
-            self.transport.write(serialize(stanza))
+            self.transport.write(_wire(stanza))
 
     def _session_stanza(self, el: ET.Element) -> None:
         assert self.jid is not None
@@ -824,6 +828,11 @@ class C2SProtocol(Protocol):
 
     def deliver_presence(self, sender: JID, presence: Presence | None) -> None:
         assert self.jid is not None
+        if presence is not None and not self.csi_inactive:
+            # a broadcast's stanza is serialised once for all its watchers (presence_wire.py);
+            # a client that is not looking (XEP-0352) gets the element, which may be held
+            self._write_stanza(WIRE.stanza(sender, self.jid, presence))
+            return
         self.send_stanza(presence_stanza(sender, self.jid, presence))
 
     def deliver_subscription(self, sender: JID, kind: Kind) -> None:
@@ -845,6 +854,10 @@ class C2SProtocol(Protocol):
 
     def close(self, condition: str, text: str = "") -> None:
         self.stream_error(condition, text)
+
+
+def _wire(el: ET.Element | bytes) -> bytes:
+    return el if isinstance(el, bytes) else serialize(el)
 
 
 def _escape(s: str) -> str:

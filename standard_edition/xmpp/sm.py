@@ -37,13 +37,14 @@ class SmState:
     handled_in: int = 0  # stanzas received from the client
     sent_out: int = 0  # stanzas sent to the client
     acked_out: int = 0  # the client's last <a h/>
-    unacked: deque[tuple[int, ET.Element]] = field(default_factory=deque)
+    # bytes: a stanza kept as it was written (a presence serialised once for every watcher)
+    unacked: deque[tuple[int, ET.Element | bytes]] = field(default_factory=deque)
     requested: bool = False
 
     def received(self) -> None:
         self.handled_in = (self.handled_in + 1) % WRAP
 
-    def sent(self, el: ET.Element) -> bool:
+    def sent(self, el: ET.Element | bytes) -> bool:
         """Record an outgoing stanza; True when the server should ask for an ack now."""
         self.sent_out = (self.sent_out + 1) % WRAP
         self.unacked.append((self.sent_out, el))

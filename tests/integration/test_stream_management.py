@@ -71,6 +71,8 @@ def test_dropped_session_is_resumed_and_gets_what_it_missed(server: Server, run)
             got = await s2.until(re.compile(rb"<resumed [^>]*/>"))
             # the server had handled the client's one stanza, <presence/>
             assert b"h='1'" in got
+            # its own presence, as every watcher got it, then the messages
+            await s2.until(f"<presence from='{aj}' to='{aj}'".encode())
             await s2.until(b"before the tunnel")
             await s2.until(b"in the tunnel")
             s2.send(b"<presence type='unavailable'/></stream:stream>")
