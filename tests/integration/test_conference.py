@@ -277,6 +277,38 @@ def photo_hashes(p: Any) -> list[str | None]:
     return [x.findtext(UPDATE + "photo") for x in p.xml.findall(UPDATE + "x")]
 
 
+async def card_setter_and_watcher(
+    ss: Sessions, alice: str, bob: str, room: str
+) -> tuple[Client, Client, asyncio.Queue[Any]]:
+    """alice, who sets her card but announces no hash herself; bob, whose room presence is
+    collected in the queue."""
+    a = ss.client(alice)
+    a.register_plugin("xep_0054")
+    await a.start()
+    b = await ss.login(bob)
+    room_presence: asyncio.Queue[Any] = asyncio.Queue()
+    b.add_event_handler(
+        "presence", lambda p: p["from"].bare == room and room_presence.put_nowait(p)
+    )
+    return a, b, room_presence
+
+
+async def both_join(a: Client, b: Client, room: str, bob: str) -> None:
+    await join(a, room, "alice")
+    invite(a, room, bob)
+    await next_matching(b.inbox, is_invite)
+    await join(b, room, "bob")
+
+
+def photo_card(image: bytes) -> VCardTemp:
+    return VCardTemp(
+        xml=ET.fromstring(
+            "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>"
+            f"<BINVAL>{base64.b64encode(image).decode()}</BINVAL></PHOTO></vCard>"
+        )
+    )
+
+
 def test_occupant_presence_carries_the_vcard_photo_hash(server: Server, run):
     alice, bob = server.new_users("alice", "bob")
     room = room_of(server, "faces")
@@ -285,25 +317,9 @@ def test_occupant_presence_carries_the_vcard_photo_hash(server: Server, run):
 
     async def scenario() -> None:
         async with Sessions(server) as ss:
-            a = ss.client(alice)
-            a.register_plugin("xep_0054")  # sets the card; announces no hash itself
-            await a.start()
-            b = await ss.login(bob)
-            room_presence: asyncio.Queue[Any] = asyncio.Queue()
-            b.add_event_handler(
-                "presence", lambda p: p["from"].bare == room and room_presence.put_nowait(p)
-            )
-            card = VCardTemp(
-                xml=ET.fromstring(
-                    "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>"
-                    f"<BINVAL>{base64.b64encode(image).decode()}</BINVAL></PHOTO></vCard>"
-                )
-            )
-            await a.plugin["xep_0054"].publish_vcard(card, timeout=10)
-            await join(a, room, "alice")
-            invite(a, room, f"{bob}@{server.domain}")
-            await next_matching(b.inbox, is_invite)
-            await join(b, room, "bob")
+            a, b, room_presence = await card_setter_and_watcher(ss, alice, bob, room)
+            await a.plugin["xep_0054"].publish_vcard(photo_card(image), timeout=10)
+            await both_join(a, b, room, f"{bob}@{server.domain}")
             # XEP-0398 §4: the room's presence for alice carries her photo's hash ...
             p = await next_matching(room_presence, lambda p: p["from"].resource == "alice")
             assert photo_hashes(p) == [digest]
@@ -331,27 +347,11 @@ def test_a_new_photo_reaches_the_rooms_the_user_is_in(server: Server, run):
 
     async def scenario() -> None:
         async with Sessions(server) as ss:
-            a = ss.client(alice)
-            a.register_plugin("xep_0054")  # sets the card; announces no hash itself
-            await a.start()
-            b = await ss.login(bob)
-            room_presence: asyncio.Queue[Any] = asyncio.Queue()
-            b.add_event_handler(
-                "presence", lambda p: p["from"].bare == room and room_presence.put_nowait(p)
-            )
-            await join(a, room, "alice")
-            invite(a, room, f"{bob}@{server.domain}")
-            await next_matching(b.inbox, is_invite)
-            await join(b, room, "bob")
+            a, b, room_presence = await card_setter_and_watcher(ss, alice, bob, room)
+            await both_join(a, b, room, f"{bob}@{server.domain}")
             p = await next_matching(room_presence, lambda p: p["from"].resource == "alice")
             assert photo_hashes(p) == []  # no photo yet
-            card = VCardTemp(
-                xml=ET.fromstring(
-                    "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>"
-                    f"<BINVAL>{base64.b64encode(image).decode()}</BINVAL></PHOTO></vCard>"
-                )
-            )
-            await a.plugin["xep_0054"].publish_vcard(card, timeout=10)
+            await a.plugin["xep_0054"].publish_vcard(photo_card(image), timeout=10)
             # the room tells its occupants of alice's new picture without her rejoining
             p = await next_matching(
                 room_presence, lambda p: p["from"].resource == "alice" and photo_hashes(p)
