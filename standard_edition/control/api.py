@@ -158,6 +158,7 @@ class ControlAPI(Protocol):
         after: int = 0,
         limit: int = 50,
         count: bool = False,
+        origin: str | None = None,  # internal | remote | edge | federated | external
     ) -> Result: ...
 
     # "archive.purge" {"before": date or date-time} -> {"removed", "before", "first_kept"};

@@ -6,6 +6,7 @@ to it exactly as they do in production.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -26,7 +27,9 @@ from appliance.control_client import (
     RemoteError,
     ServerNotRunning,
 )
+from standard_edition.control.api import ControlAPI
 from standard_edition.control.server import COMMANDS, peer_allowed
+from standard_edition.core.admin import Admin
 
 FAKE_SERVER = Path(__file__).with_name("fake_control_server.py")
 SECRET = "secret-detail-7f3a"
@@ -111,6 +114,15 @@ def test_every_api_method_is_a_command() -> None:
         "user_disable",
         "user_enable",
     }
+
+
+def test_the_server_takes_exactly_the_arguments_the_api_names() -> None:
+    # the API is the contract se-ctl and the console are checked against (argument types
+    # included); an argument only the implementation knows would skip those checks
+    for method in COMMANDS.values():
+        named = list(inspect.signature(getattr(ControlAPI, method)).parameters)
+        taken = list(inspect.signature(getattr(Admin, method)).parameters)
+        assert named == taken, method
 
 
 def test_round_trip_with_deferred_result(client: ControlClient) -> None:
