@@ -603,7 +603,7 @@ def test_winfo_shows_who_waits_and_subscribing_back_approves(sip_server: Server)
             if (n.headers.get("Subscription-State") or "").startswith("active"):
                 break
             assert time.monotonic() < deadline
-        assert time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 < 3
         assert b">open<" in n.body
         body = _winfo_until(c, lambda b: b'status="active"' in b)
         assert f'event="approved" status="active">sip:{dave}@{DOMAIN}<'.encode() in body
