@@ -21,6 +21,7 @@ from standard_edition.core.settings import Settings
 MODES = ("allowlist", "blocklist", "open")
 USER_POLICIES = ("outside_access", "federation_access")
 TRUST_KEY = "federation.trust"  # {domain: PEM certificate the admin pinned}
+MAX_ANSWERS = 4096  # domains whose answer is remembered (a flood of made-up names stays small)
 USERS_KEY = "policy.users"  # {username: {"outside_access": bool, "federation_access": bool}}
 
 # the run-time keys with their config.toml value (se-ctl config reset KEY returns to it)
@@ -39,6 +40,11 @@ class FederationPolicy:
         self.on_refused: list[Callable[[str], None]] = []
         # told (user name, the changes) once a user's policy changed (edge/enforce.py)
         self.on_user_changed: list[Callable[[str, dict[str, bool]], None]] = []
+        # domain_allowed's answers, asked for every stanza that crosses the edge; valid while
+        # the config and the stored mode and lists are the very objects they were worked
+        # out from (Settings replaces a value when it is set, and drops it when reset)
+        self._answers: dict[str, bool] = {}
+        self._answers_from: tuple[object, ...] = ()
 
     # -- what is in force ----------------------------------------------------------------------
 
@@ -57,6 +63,25 @@ class FederationPolicy:
     def domain_allowed(self, domain: str) -> bool:
         """May this server exchange anything with `domain`? A blocked domain never may.
         A listed domain covers its subdomains (a partner's conference.partner.example)."""
+        get = self.settings.get
+        source = (
+            self.cfg,
+            get("federation.mode"),
+            get("federation.allow"),
+            get("federation.block"),
+        )
+        old = self._answers_from
+        if len(old) != len(source) or any(a is not b for a, b in zip(source, old, strict=True)):
+            self._answers = {}
+            self._answers_from = source
+        answer = self._answers.get(domain)
+        if answer is None:
+            answer = self._decide(domain)
+            if len(self._answers) < MAX_ANSWERS:
+                self._answers[domain] = answer
+        return answer
+
+    def _decide(self, domain: str) -> bool:
         labels = domain.lower().rstrip(".").split(".")
         names = {".".join(labels[i:]) for i in range(len(labels) - 1)} or {domain}
         if names & self.block:

@@ -104,9 +104,5 @@ def renamed(el: ET.Element, old: str, new: str) -> ET.Element:
     return walk(el)
 
 
-def to_server(el: ET.Element) -> ET.Element:
-    return renamed(el, NS_CLIENT, NS_SERVER)
-
-
 def to_client(el: ET.Element) -> ET.Element:
     return renamed(el, NS_SERVER, NS_CLIENT)

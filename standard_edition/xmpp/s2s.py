@@ -62,6 +62,7 @@ from standard_edition.xmpp.stanzas import (
     presence_stanza,
 )
 from standard_edition.xmpp.xml import (
+    NS_CLIENT,
     NS_SERVER,
     NS_STREAMS,
     STREAM_CLOSE,
@@ -78,6 +79,7 @@ NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 TLS = "{" + NS_TLS + "}"
 SASL = "{" + NS_SASL + "}"
+_CLIENT_PREFIX = "{" + NS_CLIENT + "}"
 FEATURES = "{" + NS_STREAMS + "}features"
 STREAM_ERROR = "{" + NS_STREAMS + "}error"
 DEFAULT_PORT = 5269
@@ -104,7 +106,11 @@ def s2s_header(from_: str, to: str | None, stream_id: str | None) -> bytes:
 
 
 def _out(el: ET.Element) -> bytes:
-    return serialize(dialback.to_server(el), NS_SERVER)
+    """A stanza of ours for a jabber:server stream. Written as if its parent were in
+    jabber:client, a stanza in that namespace (and its jabber:client children) carries no
+    xmlns, so it is read in the stream's own jabber:server; a jabber:client stanza wrapped in
+    another namespace (a forwarded message) keeps its namespace, as XEP-0297 wants."""
+    return serialize(el, NS_CLIENT if el.tag.startswith(_CLIENT_PREFIX) else NS_SERVER)
 
 
 def _esc(v: str) -> str:

@@ -111,14 +111,29 @@ def test_dialback_keys_follow_xep_0185() -> None:
 
 
 def test_stanzas_change_namespace_between_client_and_server_streams() -> None:
+    from standard_edition.xmpp import s2s
+    from standard_edition.xmpp.xml import StanzaReceived, StreamParser
+
     el = ET.fromstring(
         "<message xmlns='jabber:client' to='e@b.test'><body>hi</body>"
-        "<x xmlns='jabber:x:oob'/></message>"
+        "<x xmlns='jabber:x:oob'/><forwarded xmlns='urn:xmpp:forward:0'>"
+        "<message xmlns='jabber:client' to='f@b.test'><body>fw</body></message>"
+        "</forwarded></message>"
     )
-    out = dialback.to_server(el)
-    assert out.tag == "{jabber:server}message"
-    assert out[0].tag == "{jabber:server}body" and out[1].tag == "{jabber:x:oob}x"
-    assert dialback.to_client(out).tag == "{jabber:client}message"
+    wire = s2s._out(el)
+    assert b"jabber:server" not in wire
+    # what the partner reads in its jabber:server stream
+    parser = StreamParser()
+    parser.feed(s2s.s2s_header("a.test", "b.test", "s1"))
+    (got,) = [e.element for e in parser.feed(wire) if isinstance(e, StanzaReceived)]
+    assert got.tag == "{jabber:server}message"
+    assert got[0].tag == "{jabber:server}body" and got[1].tag == "{jabber:x:oob}x"
+    # a forwarded stanza keeps its own namespace (XEP-0297)
+    inner = got[2][0]
+    assert inner.tag == "{jabber:client}message" and inner[0].text == "fw"
+    # and what arrives is handed to the router in jabber:client
+    back = dialback.to_client(got)
+    assert back.tag == "{jabber:client}message" and back[0].tag == "{jabber:client}body"
 
 
 def test_a_self_signed_certificate_proves_its_domain_only_when_pinned(tmp_path) -> None:  # type: ignore[no-untyped-def]
