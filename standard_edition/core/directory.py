@@ -2,8 +2,9 @@
 
 Protocol-free: XMPP's XEP-0055 search (xmpp/search.py) asks it, and so could any other adapter.
 Matching is a case-insensitive substring test, so "rob" finds Robert Brown. Disabled accounts
-are not listed, nor users who blocked the one searching. At most `limit` entries come back, with
-the number of matches, so that the answer can say it was cut short.
+are not listed, nor users who blocked the one searching. `search` gives at most `limit` entries,
+with the number of matches, so that the answer can say it was cut short; `matches` gives them
+all in a stable order, for an answer that pages through them.
 """
 
 from __future__ import annotations
@@ -82,8 +83,14 @@ class Directory:
         return Entry(username, address, name, first, last, email or "")
 
     def search(self, query: Query, hidden: Callable[[str], bool] = lambda _: False) -> Result:
-        """Enabled accounts matching `query`, by user name; `hidden(username)` leaves some out
-        (the users who blocked the one searching)."""
+        """The first `limit` of `matches`, and how many there are."""
+        found = self.matches(query, hidden)
+        return Result(found[: self.limit], len(found))
+
+    def matches(self, query: Query, hidden: Callable[[str], bool] = lambda _: False) -> list[Entry]:
+        """Every enabled account matching `query`, ordered by user name (so that a client paging
+        through them sees each once); `hidden(username)` leaves some out (the users who blocked
+        the one searching)."""
         q = Query(
             *(
                 s.strip().casefold()
@@ -91,17 +98,13 @@ class Directory:
             )
         )
         found: list[Entry] = []
-        total = 0
-        for acct in self._accounts.all():
+        for acct in self._accounts.all():  # sorted by user name
             if not acct.enabled or hidden(acct.username):
                 continue
             e = self.entry(acct.username)
-            if e is None or not _matches(e, q):
-                continue
-            total += 1
-            if len(found) < self.limit:
+            if e is not None and _matches(e, q):
                 found.append(e)
-        return Result(found, total)
+        return found
 
 
 def _matches(e: Entry, q: Query) -> bool:

@@ -18,7 +18,7 @@ from standard_edition import __version__
 from standard_edition.core.directory import Directory
 from standard_edition.core.jid import JID, InvalidJID, parse_jid
 from standard_edition.core.model import Undeliverable
-from standard_edition.xmpp import adhoc, mam, register, search, vcard
+from standard_edition.xmpp import adhoc, mam, register, rsm, search, vcard
 from standard_edition.xmpp.stanzas import (
     NS_ROSTER,
     C,
@@ -126,6 +126,7 @@ class IqHandlers:
             features.append(vcard.NS_VCARD)
         if self.directory is not None:
             features.append(search.NS_SEARCH)
+            features.append(rsm.NS_RSM)  # XEP-0059 §3: the search pages with it
         return sorted(features)
 
     def handle(self, stream: C2SProtocol, iq: ET.Element, to: JID | None) -> ET.Element | None:

@@ -5,8 +5,12 @@ fields (first, last, nick, email) and an XEP-0004 data form that also has a `sea
 user name or display name. How the fields map: first and last are the display name's words
 (all but the last, and the last), nick is the user name, email the first work e-mail address
 of the user's card. Matching is core/directory.py's: case-insensitive substrings, all given
-fields must match, disabled accounts and users who blocked the searcher left out, at most
-SEARCH_LIMIT entries (the answer says so when it was cut short).
+fields must match, disabled accounts and users who blocked the searcher left out.
+
+A request without an XEP-0059 <set/> gets at most SEARCH_LIMIT entries (the answer says so when
+it was cut short). With one, in either variant, the client pages through all the matches
+(rsm.py): ordered by user name, each item's id its JID, at most SEARCH_LIMIT to a page, the
+answer's <set/> holding the first item's index, the last item and the count of matches.
 
 Same domain only: the search is answered on client streams of this domain, from the LAN or the
 edge alike (a remote user the outside-access policy lets in is a colleague; one it no longer
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from standard_edition.core.directory import Directory, Entry, Query, Result
 from standard_edition.presence.access import Level
+from standard_edition.xmpp import rsm
 from standard_edition.xmpp.stanzas import StanzaError, result_reply, sub
 
 if TYPE_CHECKING:
@@ -68,18 +73,37 @@ def handle(directory: Directory, stream: C2SProtocol, iq: ET.Element, q: ET.Elem
     presence = router.presence
     form = q.find(X + "x")
     query = _form_query(form) if form is not None else _legacy_query(q)
-    result = directory.search(query, hidden=lambda user: presence.level(user, me) is Level.BLOCKED)
+    rsm_set = q.find(rsm.SET)
+    request = rsm.parse(rsm_set) if rsm_set is not None else None
+
+    def hidden(user: str) -> bool:
+        return presence.level(user, me) is Level.BLOCKED
+
     reply = result_reply(iq)
     out = sub(reply, S + "query")
-    if form is not None:
-        out.append(_form_result(result, directory))
+    paged: tuple[list[str], rsm.Window] | None = None
+    if request is None:
+        # no <set/>: the first SEARCH_LIMIT, and a note saying how many more there are
+        result = directory.search(query, hidden)
+        entries, note = result.entries, _cut_short(result, directory) if result.truncated else None
     else:
-        if result.truncated:
-            sub(out, S + "instructions", text=_cut_short(result, directory))
-        for e in result.entries:
+        # XEP-0059: a page of the matches in user name order, the JIDs its item ids
+        found = directory.matches(query, hidden)
+        ids = [e.address for e in found]
+        window = rsm.page(ids, request, directory.limit)
+        entries, note = found[window.start : window.stop], None
+        paged = (ids, window)
+    if form is not None:
+        out.append(_form_result(entries, note))
+    else:
+        if note is not None:
+            sub(out, S + "instructions", text=note)
+        for e in entries:
             item = sub(out, S + "item", {"jid": e.address})
             for name, value in zip(LEGACY, (e.first, e.last, e.username, e.email), strict=True):
                 sub(item, S + name, text=value)
+    if paged is not None:
+        rsm.answer(out, *paged)
     return reply
 
 
@@ -99,18 +123,15 @@ def _form(iq: ET.Element, directory: Directory) -> ET.Element:
     return reply
 
 
-def _form_result(result: Result, directory: Directory) -> ET.Element:
+def _form_result(entries: list[Entry], note: str | None) -> ET.Element:
     x = ET.Element(X + "x", {"type": "result"})
-    title = "Directory"
-    if result.truncated:
-        title = _cut_short(result, directory)
-    sub(x, X + "title", text=title)
+    sub(x, X + "title", text=note or "Directory")
     ft = sub(x, X + "field", {"type": "hidden", "var": "FORM_TYPE"})
     sub(ft, X + "value", text=NS_SEARCH)
     reported = sub(x, X + "reported")
     for var, label, ftype in REPORTED:
         sub(reported, X + "field", {"var": var, "label": label, "type": ftype})
-    for e in result.entries:
+    for e in entries:
         item = sub(x, X + "item")
         for var, value in zip((r[0] for r in REPORTED), _row(e), strict=True):
             field = sub(item, X + "field", {"var": var})

@@ -21,11 +21,14 @@ colleague may look a user up like a directory entry.
 
 XEP-0153: when a user's card has a PHOTO, every presence the server sends for that user carries
 `<x xmlns='vcard-temp:x:update'><photo>SHA-1</photo></x>` unless the client put its own `x`
-with a `<photo/>` there (XEP-0398 §4: an `x` without one is replaced). SIP users' presence
-carries it too, since it is rendered by the same core call. Readers who may not see presence
-get none, hence no hash either. Replacing the photo sends the user's presence again from the
-endpoints whose clients do not announce the hash themselves. pep/avatar.py keeps the PHOTO and
-the XEP-0084 avatar nodes the same (XEP-0398).
+with a `<photo/>` there (XEP-0398 §4: an `x` without one is replaced). A card without a PHOTO
+gives an empty `<photo/>`: "no avatar", which is how contacts' clients learn to clear a picture
+the user removed (an `x` without `<photo/>` would say "not ready to tell", and they would keep
+it). A user who never stored a card gets no `x` at all. SIP users' presence carries it too,
+since it is rendered by the same core call. Readers who may not see presence get none, hence no
+hash either. Replacing or removing the photo sends the user's presence again from the endpoints
+whose clients do not announce the hash themselves. pep/avatar.py keeps the PHOTO and the
+XEP-0084 avatar nodes the same (XEP-0398), so an avatar removed there clears it too.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ NS_VCARD_UPDATE = "vcard-temp:x:update"  # XEP-0153
 V = "{" + NS_VCARD + "}"
 VCARD = V + "vCard"
 UPDATE = "{" + NS_VCARD_UPDATE + "}x"
+PHOTO = "{" + NS_VCARD_UPDATE + "}photo"
 DEFAULT_MAX_SIZE = 131_072  # bytes of a card as sent; avatars are a few kilobytes
 
 
@@ -139,7 +143,8 @@ class VCards:
         self.router = router
         self.max_size = max_size
         self._summaries: dict[str, CardSummary] = {}
-        self._updates: dict[str, ET.Element] = {}  # username -> the vcard-temp:x:update element
+        # username -> the vcard-temp:x:update element, for every user who stored a card
+        self._updates: dict[str, ET.Element] = {}
         # told of each card a user set from a client: (username, card, photo hash changed);
         # pep/avatar.py converts its photo to XEP-0084 (cards it writes itself are not told)
         self.card_listeners: list[Callable[[str, ET.Element, bool], None]] = []
@@ -188,19 +193,20 @@ class VCards:
             listener(username, _no_own_photo)
 
     def _remember(self, username: str, summary: CardSummary) -> None:
+        """What presence and the directory need of a card the user has stored."""
         if summary == CardSummary():
             self._summaries.pop(username, None)
         else:
             self._summaries[username] = summary
-        if summary.photo_sha1 is None:
-            self._updates.pop(username, None)
-        else:
-            update = ET.Element(UPDATE)
-            ET.SubElement(update, "{" + NS_VCARD_UPDATE + "}photo").text = summary.photo_sha1
-            self._updates[username] = update
+        # XEP-0153 §4.1: a stored card without a PHOTO is "no avatar", an empty <photo/>, so
+        # contacts' clients drop a picture they kept; only users with no card get no element
+        update = ET.Element(UPDATE)
+        ET.SubElement(update, PHOTO).text = summary.photo_sha1
+        self._updates[username] = update
 
     def _account_removed(self, username: str) -> None:
-        self._remember(username, CardSummary())
+        self._summaries.pop(username, None)
+        self._updates.pop(username, None)
 
         def delete(db: sqlite_utils.Database) -> None:
             db.conn.execute("DELETE FROM vcards WHERE username = ?", (username,))
@@ -326,7 +332,7 @@ def remote_card(vcards: VCards, iq: ET.Element, sender: JID, owner: str) -> Any:
 
 def _names_photo(el: Any) -> bool:
     """A client's own vcard-temp:x:update with a <photo/> (empty: it says "no avatar")."""
-    return bool(el.tag == UPDATE and el.find("{" + NS_VCARD_UPDATE + "}photo") is not None)
+    return bool(el.tag == UPDATE and el.find(PHOTO) is not None)
 
 
 def _without_own_update(ep: Any) -> bool:

@@ -76,6 +76,15 @@ def photo_of(card: ET.Element) -> tuple[bytes, str] | None:
     return base64.b64decode("".join(binval.split())), card.findtext(f"{V}PHOTO/{V}TYPE") or ""
 
 
+def announced(p: Any, jid: str) -> str | None:
+    """The avatar a presence from `jid` announces: its hash, "" for none (an empty <photo/>),
+    None when it says nothing (or is from someone else)."""
+    if p["from"].bare != jid:
+        return None
+    photo = p.xml.find(f"{UPDATE}/{{vcard-temp:x:update}}photo")
+    return None if photo is None else photo.text or ""
+
+
 def pep_status(server: Server) -> dict[str, Any]:
     return json.loads(server.ctl_ok("status", "--json").stdout)["pep"]  # type: ignore[no-any-return]
 
@@ -114,14 +123,19 @@ def test_pep_avatar_becomes_the_vcard_photo_and_the_presence_hash(server: Server
             await next_matching(b.inbox, event_of(META, aj))
             await nothing_matching(b.inbox, event_of(META, aj), 1.5)
 
-            # turning the avatar off (metadata without info) clears the PHOTO and the hash;
-            # alice's presences from before her avatar carried none either: not those
-            while not b.presences.empty():
-                b.presences.get_nowait()
+            # turning the avatar off (metadata without info) clears the PHOTO, and presence
+            # says "no avatar" with an empty <photo/> (XEP-0153), so bob's client drops it
             await a.plugin["xep_0084"].stop()
-            await next_matching(
-                b.presences, lambda p: p["from"].bare == aj and p.xml.find(UPDATE) is None, 15
+            await next_matching(b.presences, lambda p: announced(p, aj) == "", 15)
+            assert photo_of(await read_card(b, aj)) is None
+
+            # the same picture again, then the metadata node deleted: cleared the same way
+            await a.plugin["xep_0084"].publish_avatar_metadata(
+                [{"id": sha, "type": "image/png", "bytes": len(image)}]
             )
+            await next_matching(b.presences, lambda p: announced(p, aj) == sha, 15)
+            await a.plugin["xep_0060"].delete_node(aj, META, timeout=10)
+            await next_matching(b.presences, lambda p: announced(p, aj) == "", 15)
             assert photo_of(await read_card(b, aj)) is None
 
     run(scenario())

@@ -260,3 +260,67 @@ def test_external_contact_sees_only_name_and_photo_over_federation(
             assert await error_of(iq.send(timeout=15)) == "service-unavailable"
 
     run(scenario(), 90)
+
+
+UPDATE = "{vcard-temp:x:update}x"
+PHOTO = "{vcard-temp:x:update}photo"
+CARD_NO_PHOTO = "<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>"
+
+
+def announced_photo(p: Any) -> str | None:
+    """What alice's presence says of her avatar: the hash, "" for none (an empty <photo/>),
+    None when it says nothing."""
+    xs = p.xml.findall(UPDATE)
+    assert len(xs) <= 1, p
+    photo = xs[0].find(PHOTO) if xs else None
+    return None if photo is None else photo.text or ""
+
+
+def test_removing_the_photo_announces_an_empty_photo_to_contacts(
+    make_server: Callable[..., Server], run: Callable[..., Any]
+) -> None:
+    server = make_server()
+    alice, bob = server.new_users("alice", "bob")
+    ja = f"{alice}@{server.domain}"
+    image = os.urandom(2000)
+    digest = hashlib.sha1(image).hexdigest()
+
+    def from_alice(p: Any) -> bool:
+        return bool(p["from"].bare == ja and p["type"] == "available")
+
+    async def before_restart() -> None:
+        async with Sessions(server) as s:
+            a = await login(s, alice)  # no XEP-0153 in this client: the server speaks for it
+            b = await login(s, bob, "xep_0153")
+            b.send_presence(pto=ja, ptype="subscribe")
+            # a user who never stored a card says nothing of an avatar
+            p = await next_matching(b.presences, from_alice, 10)
+            assert announced_photo(p) is None
+            with_photo = card(
+                "<vCard xmlns='vcard-temp'><FN>Alice</FN><PHOTO><TYPE>image/png</TYPE>"
+                f"<BINVAL>{base64.b64encode(image).decode()}</BINVAL></PHOTO></vCard>"
+            )
+            await a.plugin["xep_0054"].publish_vcard(with_photo, timeout=10)
+            p = await next_matching(b.presences, lambda p: from_alice(p) and announced_photo(p))
+            assert announced_photo(p) == digest
+            # the card again without its PHOTO: bob's client is told to clear the picture
+            await a.plugin["xep_0054"].publish_vcard(card(CARD_NO_PHOTO), timeout=10)
+            p = await next_matching(
+                b.presences, lambda p: from_alice(p) and announced_photo(p) == "", 10
+            )
+            assert (await read_card(b, ja)).find(V + "PHOTO") is None
+
+    run(before_restart())
+    code = server.stop()
+    assert code == 0, f"the server did not stop cleanly (exit {code})"
+    server.start()
+
+    async def after_restart() -> None:
+        # the stored card still says "no avatar" to a contact who signs in later
+        async with Sessions(server) as s:
+            await login(s, alice)
+            b = await login(s, bob)
+            p = await next_matching(b.presences, from_alice, 10)
+            assert announced_photo(p) == ""
+
+    run(after_restart())

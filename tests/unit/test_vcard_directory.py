@@ -144,3 +144,10 @@ def test_hidden_users_are_left_out() -> None:
     assert [e.username for e in d.search(Query(text="ann"), hidden=lambda u: u == "a").entries] == [
         "b"
     ]
+
+
+def test_matches_lists_every_match_in_user_name_order_for_paging() -> None:
+    accts = FakeAccounts(*(FakeAccount(f"user{i:03}", f"Staff {i}") for i in reversed(range(60))))
+    d = Directory(accts, limit=50)
+    found = d.matches(Query(text="staff"), hidden=lambda u: u == "user007")
+    assert [e.username for e in found] == [f"user{i:03}" for i in range(60) if i != 7]
