@@ -15,10 +15,11 @@ from typing import Any, TextIO
 from appliance.control_client import ControlClient
 from standard_edition.config import Config
 
-TOPICS = ("sessions", "presence", "log", "counters")
-DEFAULT_TOPICS = ("sessions", "presence", "log")
+TOPICS = ("sessions", "presence", "log", "rooms", "counters")
+DEFAULT_TOPICS = ("sessions", "presence", "log", "rooms")
 EXAMPLES = {
-    "events": "se-ctl events\n  se-ctl events --topic sessions --topic presence --json",
+    "events": "se-ctl events\n  se-ctl events --topic sessions --topic presence --json\n"
+    "  se-ctl events --topic rooms",
     "log": "se-ctl log --lines 50\n  se-ctl log --level warn --json\n  se-ctl log --follow",
 }
 
@@ -28,7 +29,8 @@ def add_parser(commands: Any, leaf: Any) -> None:
         commands,
         "events",
         "events",
-        "print live events as they happen (logins, presence changes, log lines); Ctrl-C stops",
+        "print live events as they happen (logins, presence changes, log lines, rooms); "
+        "Ctrl-C stops",
     )
     p.add_argument(
         "--topic",
@@ -68,6 +70,8 @@ def describe(event: dict[str, Any]) -> str:
         av = data.get("availability") or {}
         note = f" - {data['note']}" if data.get("note") else ""
         return f"{at} presence {data.get('jid')} {av.get('label')} ({av.get('code')}){note}"
+    if kind == "rooms":
+        return f"{at} {room_line(data)}"
     if kind == "counters":
         counters = data.get("counters") or {}
         sessions = ", ".join(f"{k} {v}" for k, v in sorted((data.get("sessions") or {}).items()))
@@ -76,6 +80,19 @@ def describe(event: dict[str, Any]) -> str:
             f"({data.get('messages_per_min', 0)}/min), sessions {sessions or 'none'}"
         )
     return f"{at} {kind} {json.dumps(data, ensure_ascii=False)}"
+
+
+def room_line(data: dict[str, Any]) -> str:
+    """A "rooms" event: what changed, the room, who (for an occupant), occupants now."""
+    change, room, count = data.get("change", "?"), data.get("room"), data.get("count", 0)
+    if data.get("nick") is not None:
+        who = f"{data.get('nick')} ({data.get('jid')})"
+        if change == "renamed":
+            who = f"{data.get('old_nick')} -> {who}"
+        return f"room {change:<8} {room} {who}, {count} in the room"
+    kind = "persistent" if data.get("persistent") else "ad hoc"
+    name = f' "{data["name"]}"' if data.get("name") else ""
+    return f"room {change:<8} {room}{name} {kind}, {count} in the room"
 
 
 def run(args: argparse.Namespace, cfg: Config, out: TextIO = sys.stdout) -> int:

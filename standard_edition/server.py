@@ -174,6 +174,7 @@ class Server:
         if n_nodes:
             log.info("pep: {n} nodes", n=n_nodes)
         self.muc = MucService(cfg.domain, router, self.db)
+        self.muc.conferences.events = self.events  # rooms and occupants (topic "rooms")
         vcards.photo_listeners.append(self.muc.photo_changed)
         n_rooms = yield self.muc.load()
         if n_rooms:
@@ -274,6 +275,8 @@ class Server:
                 "uptime": int(self.reactor.seconds() - admin.started),
                 "counters": dict(router.counters),
                 "sessions": router.sessions.counts_by_protocol(),
+                # the PEP counters only: its node count walks every account
+                "pep": dict(pep.counters),
             },
         )
         self.counter_feed.start()

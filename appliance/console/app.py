@@ -2,7 +2,7 @@
 
 The screens follow the server through its live event stream (live.py), read by one thread
 worker that reconnects with a growing pause when the server goes away; only what has no events
-(store size, rooms) is read again every `refresh` seconds.
+(users, store size, archive) is read again every `refresh` seconds.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 from appliance.control_client import ControlClient
 
 TIMEOUT = 10.0
-TOPICS = ["sessions", "presence", "log", "counters"]
+TOPICS = ["sessions", "presence", "log", "rooms", "counters"]
 
 
 class EventStream:

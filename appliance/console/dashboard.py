@@ -1,7 +1,8 @@
 """The dashboard: what the server is doing now, and its recent errors.
 
-Sessions, counters (every two seconds) and errors come as live events; what has none (users,
-store size, archive) is read when the stream starts and every REFRESH seconds after.
+Sessions, counters (every two seconds, PEP's among them) and errors come as live events; what
+has none (users, store size, archive) is read when the stream starts and every REFRESH seconds
+after.
 """
 
 from __future__ import annotations
@@ -222,6 +223,8 @@ class DashboardScreen(LiveScreen):
             counters = c.get("counters") or {}
             self.status["uptime"] = c.get("uptime", self.status.get("uptime", 0))
             self.status["counters"] = {**(self.status.get("counters") or {}), **counters}
+            if c.get("pep"):  # its node count is not in the feed: it stays from status
+                self.status["pep"] = {**(self.status.get("pep") or {}), **c["pep"]}
             self.rate.add(time.monotonic(), int(counters.get("messages", 0)))
             self.per_min = float(c.get("messages_per_min", 0.0))
             changed = True

@@ -1,7 +1,7 @@
 """Sessions, a user's presence, and conferences: read-only views of the running server.
 
-Sessions and presence follow the live events; rooms have none and are read every ROOMS_POLL
-seconds.
+Each follows the live events: the list is read when the screen opens and whenever the event
+stream (re)starts, and kept current from the events after that.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.widgets.data_table import RowDoesNotExist
 
@@ -20,7 +19,6 @@ from appliance.console.live import LiveScreen, ServerState, of
 from appliance.control_client import ControlClientError
 from appliance.ctl import _show_presence
 
-ROOMS_POLL = 4.0
 SHOW_DELAY = 0.3  # seconds presence changes are gathered before the Show column is read again
 
 
@@ -163,8 +161,19 @@ class PresenceScreen(LiveScreen):
             self.lookup(self.shown)
 
 
-class ConferencesScreen(Screen[None]):
+class ConferencesScreen(LiveScreen):
+    """The rooms and who is in them, from conference.list and then the "rooms" events."""
+
     TITLE = "Conferences"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # room JID -> {"room", "persistent", ..., "occupants": [{"nick", "jid", "role"}]}
+        self.rooms: dict[str, dict[str, Any]] = {}
+        self.loaded = False
+        self.reads = 0  # the latest read of the list: an older one that answers late is let go
+        # events that come while the list is being read: applied over it once it is there
+        self.backlog: list[dict[str, Any]] | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -173,24 +182,107 @@ class ConferencesScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns("Room", "Kind", "Occupants")
+        table = self.query_one(DataTable)
+        for label in ("Room", "Kind", "Occupants"):
+            table.add_column(label, key=label.lower())
         self.reload()
-        self.set_interval(ROOMS_POLL, self.reload)
+
+    def reload(self) -> None:
+        self.reads += 1
+        self.backlog = []  # what came before this read is in what it reads
+        self.read_rooms(self.reads)
 
     @work(thread=True, exclusive=True, group="rooms")
-    def reload(self) -> None:
+    def read_rooms(self, read: int) -> None:
         try:
             rooms = self.app.control.call("conference.list")  # type: ignore[attr-defined]
         except ControlClientError as e:
-            self.app.call_from_thread(self.query_one("#message", Static).update, str(e))
+            self.app.call_from_thread(self.failed, read, str(e))
             return
-        self.app.call_from_thread(self.show, rooms)
+        self.app.call_from_thread(self.show, read, rooms)
 
-    def show(self, rooms: list[dict[str, Any]]) -> None:
+    def failed(self, read: int, message: str) -> None:
+        if read == self.reads:
+            self.backlog = None
+            self.query_one("#message", Static).update(message)
+
+    def show(self, read: int, rooms: list[dict[str, Any]]) -> None:
+        if read != self.reads:
+            return
+        self.rooms = {r["room"]: r for r in rooms}
+        for event in self.backlog or []:
+            self.apply(event)
+        self.backlog = None
+        self.loaded = True
         table = self.query_one(DataTable)
         table.clear()
-        for r in rooms:
-            who = ", ".join(o.get("nick", "?") for o in r.get("occupants", [])) or "nobody"
-            kind = "persistent" if r.get("persistent") else "ad hoc"
-            table.add_row(r["room"], kind, who)
-        self.query_one("#message", Static).update(f"{len(rooms)} room(s)")
+        for jid in sorted(self.rooms):
+            table.add_row(*self.cells(self.rooms[jid]), key=jid)
+        self.count()
+
+    @staticmethod
+    def cells(r: dict[str, Any]) -> tuple[str, ...]:
+        who = ", ".join(o.get("nick", "?") for o in r.get("occupants", [])) or "nobody"
+        kind = "persistent" if r.get("persistent") else "ad hoc"
+        return (r["room"], kind, who)
+
+    def count(self) -> None:
+        people = sum(len(r.get("occupants", [])) for r in self.rooms.values())
+        self.query_one("#message", Static).update(
+            f"{len(self.rooms)} room(s), {people} occupant(s)"
+        )
+
+    # -- live events -----------------------------------------------------------------------------
+
+    def apply(self, e: dict[str, Any]) -> str | None:
+        """One "rooms" event on self.rooms; the room JID whose row changed."""
+        jid, change = e.get("room", ""), e.get("change")
+        if not jid:
+            return None
+        if change == "destroyed":
+            self.rooms.pop(jid, None)
+            return jid
+        room = self.rooms.setdefault(jid, {"room": jid, "occupants": []})
+        for key in ("name", "persistent", "members_only"):
+            if key in e:
+                room[key] = e[key]
+        who = e.get("jid")
+        if who is not None:
+            occupants = [o for o in room.get("occupants", []) if o.get("jid") != who]
+            if change in ("joined", "renamed"):
+                occupants.append({"nick": e.get("nick", "?"), "jid": who, "role": e.get("role")})
+            room["occupants"] = occupants
+        return jid
+
+    def server_events(self, events: list[dict[str, Any]]) -> None:
+        changes = of(events, "rooms")
+        if not changes:
+            return
+        if self.backlog is not None:
+            self.backlog.extend(changes)  # the list being read may or may not have them
+            return
+        if not self.loaded:
+            return
+        table = self.query_one(DataTable)
+        touched = {jid for e in changes if (jid := self.apply(e))}
+        added = False
+        for jid in touched:
+            room = self.rooms.get(jid)
+            if room is None:
+                with contextlib.suppress(RowDoesNotExist):
+                    table.remove_row(jid)
+            elif jid in table.rows:
+                for column, value in zip(("kind", "occupants"), self.cells(room)[1:], strict=True):
+                    table.update_cell(jid, column, value, update_width=True)
+            else:
+                table.add_row(*self.cells(room), key=jid)
+                added = True
+        if added:
+            table.sort("room")
+        self.count()
+
+    def server_state(self, state: ServerState) -> None:
+        if state.connected:
+            self.reload()
+        else:
+            self.query_one("#message", Static).update(f"{state.message} (retrying)")

@@ -174,9 +174,11 @@ class Rooms:
         return room
 
     def discard_if_empty(self, room: Room) -> bool:
-        """Ad hoc rooms go away with their last occupant (DESIGN §5)."""
-        if room.is_empty() and not room.persistent:
-            self._rooms.pop(room.jid.local or "", None)
+        """Ad hoc rooms go away with their last occupant (DESIGN §5); True when this call took
+        the room away (not when it was gone already)."""
+        name = room.jid.local or ""
+        if room.is_empty() and not room.persistent and self._rooms.get(name) is room:
+            del self._rooms[name]
             return True
         return False
 

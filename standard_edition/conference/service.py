@@ -7,7 +7,8 @@ speaks XML gets the stanzas the XMPP view renders (xmpp/muc.py); any other endpo
 registration) gets plain lines through `deliver_message`, and joins by replying to its
 invitation and leaves with a `/leave` line. Occupants in other domains (federation) get the
 XML over the server-to-server link (`remote`, set by xmpp/muc_federation.py), subject to the
-federation policy (DESIGN §7).
+federation policy (DESIGN §7). Rooms opening and going away, and occupants coming and going,
+are published to the control socket's subscribers (topic "rooms", core/events.py).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from standard_edition.core.model import Message
 from standard_edition.core.url_filter import LinkBlocked
 
 if TYPE_CHECKING:
+    from standard_edition.core.events import EventBus
     from standard_edition.core.router import Router
 
-__all__ = ["INVITE", "LEAVE", "Conferences", "XmlView", "archive_name"]
+__all__ = ["INVITE", "LEAVE", "Conferences", "XmlView", "archive_name", "describe_room"]
 
 ESCALATION_LINES = 20  # DESIGN §5: up to 20 lines of the last hour come along
 ESCALATION_AGE = 3600.0
@@ -70,9 +72,22 @@ class Conferences:
         self.rooms = Rooms(self.domain)
         self.view: XmlView | None = None  # set by the XMPP adapter
         self.remote: RemoteOccupants | None = None  # set when rooms federate
+        self.events: EventBus | None = None  # told of rooms and occupants (topic "rooms")
 
     def room_of(self, to: JID) -> Room | None:
         return self.rooms.get(to.local or "") if to.local and to.domain == self.domain else None
+
+    def announce(self, change: str, room: Room, occ: Occupant | None = None, **extra: str) -> None:
+        """One "rooms" event (core/events.py), built only when someone listens; published on
+        joins, leaves and changes of the room itself, never per line."""
+        events = self.events
+        if events is None or not events.wants("rooms"):
+            return
+        data: dict[str, Any] = {"change": change, **describe_room(room)}
+        if occ is not None:
+            data.update(nick=occ.nick, jid=str(occ.jid), role=occ.role)
+        data.update(extra)
+        events.publish("rooms", data)
 
     # -- delivery to one endpoint --------------------------------------------------------------
 
@@ -143,13 +158,18 @@ class Conferences:
         history: Callable[[Room], list[Line]] | None = None,
     ) -> tuple[Occupant, bool]:
         """Enter a room (raises RoomError); the joiner gets the occupants, history, subject."""
+        opened = bool(room.occupants or room.affiliations)  # a room nobody has entered is new
         try:
             self.federation_check(room, jid)
             occ, created = room.join(jid, nick)
         except RoomError:
-            self.rooms.discard_if_empty(room)
+            if self.rooms.discard_if_empty(room) and opened:
+                self.announce("destroyed", room)
             raise
         occ.presence = presence
+        if created and not room.persistent:
+            self.announce("created", room)
+        self.announce("joined", room, occ)
         view = self.view
         # §7.2.3: the others' presence first, then the new occupant's to everyone
         if view is not None:
@@ -263,7 +283,9 @@ class Conferences:
         if occ is None:
             return None
         self.broadcast_occupant(room, occ, gone=True, codes=codes, notice=notice)
-        self.rooms.discard_if_empty(room)
+        self.announce("left", room, occ)
+        if self.rooms.discard_if_empty(room):
+            self.announce("destroyed", room)
         return occ
 
     def endpoint_gone(self, jid: JID) -> None:
@@ -411,6 +433,18 @@ class Conferences:
             }
             for r in self.rooms.all()
         ]
+
+
+def describe_room(room: Room) -> dict[str, Any]:
+    """A room as its "rooms" events show it; count is its occupants now."""
+    return {
+        "room": str(room.jid),
+        "name": room.name,
+        "subject": room.subject,
+        "persistent": room.persistent,
+        "members_only": room.members_only,
+        "count": len(room.occupants),
+    }
 
 
 def archive_name(room: Room) -> str:

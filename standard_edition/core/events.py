@@ -13,8 +13,14 @@ Topics and what their data holds:
                "oof_note", "source"}: a user's aggregated presence changed (presence/service.py)
     log        {"seq", "time", "level", "namespace", "text"}: a line the server logged
                (core/logring.py)
-    counters   {"uptime", "counters", "sessions", "messages_per_min"}: every COUNTER_PERIOD
-               seconds while someone listens (CounterFeed)
+    rooms      {"change": "created" | "destroyed" | "joined" | "left" | "renamed" |
+               "configured", "room", "name", "subject", "persistent", "members_only", "count"}:
+               a conference room opened, went away, was reconfigured, or an occupant came or
+               went (count: occupants after the change); joined, left and renamed add the
+               occupant's "nick", "jid" and "role", renamed also "old_nick"
+               (conference/service.py). Never per room message.
+    counters   {"uptime", "counters", "sessions", "pep", "messages_per_min"}: every
+               COUNTER_PERIOD seconds while someone listens (CounterFeed)
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-TOPICS = ("sessions", "presence", "log", "counters")
+TOPICS = ("sessions", "presence", "log", "rooms", "counters")
 COUNTER_PERIOD = 2.0  # seconds between two counters events
 RATE_WINDOW = 60.0  # messages/min is measured over this many seconds
 
@@ -96,8 +102,8 @@ class EventBus:
 class CounterFeed:
     """Publishes the server's counters every COUNTER_PERIOD seconds while someone listens.
 
-    read: () -> {"uptime", "counters", "sessions"}; messages_per_min is added here from the
-    "messages" counter over the last RATE_WINDOW seconds.
+    read: () -> {"uptime", "counters", "sessions", "pep"}; messages_per_min is added here from
+    the "messages" counter over the last RATE_WINDOW seconds.
     """
 
     def __init__(

@@ -277,6 +277,7 @@ class MucService:
 
     def _change_nick(self, room: Room, me: JID, nick: str) -> None:
         occ, old = room.change_nick(me, nick)
+        self.conferences.announce("renamed", room, occ, old_nick=old)
         # §7.6: unavailable under the old nick with status 303, then available under the new
         for other in room.occupants.values():
             el = ET.Element(C + "presence", {"from": f"{room.jid}/{old}", "type": "unavailable"})
@@ -571,6 +572,7 @@ class MucService:
                 elif var == "muc#roomconfig_membersonly":
                     room.members_only = value in ("1", "true")
             self._save(room)
+            self.conferences.announce("configured", room)
         return _result(el, None)
 
     def _admin(self, stream: C2SProtocol, el: ET.Element, q: ET.Element, room: Room) -> ET.Element:
@@ -587,6 +589,7 @@ class MucService:
         for item in q.findall(ADMIN + "item"):
             if item.get("role") == "none" and item.get("nick"):
                 target = room.kick(me, item.get("nick", ""))
+                self.conferences.announce("left", room, target)
                 self._broadcast_presence(room, target, gone=True, codes=("307",))
                 self._send(
                     target.jid,

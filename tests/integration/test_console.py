@@ -5,20 +5,27 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
+import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, RichLog, Static
 
 from appliance.console.app import ConsoleApp
+from appliance.console.control import Control
+from appliance.console.dashboard import DashboardScreen
+from appliance.console.views import ConferencesScreen
 
 from .server import Server, clean_env, executable
-from .test_conference import join
+from .test_conference import invite, is_invite, join
 from .xmppclient import Sessions, next_matching
 
 
@@ -307,6 +314,100 @@ def test_sessions_screen_shows_a_login_from_its_event_without_polling(server: Se
                 row = next(r for r in rows(app) if r[0] == full)
                 assert row[1] == "xmpp" and row[4] == "yes" and row[5] == "unavailable", row
             await until(pilot, lambda: full not in [r[0] for r in rows(app)], timeout=5)
+            await pilot.press("q")
+
+    run(scenario())
+
+
+def test_conferences_screen_follows_a_room_from_its_events_without_polling(server: Server, run):
+    alice, bob = server.new_users("alice", "bob")
+    room = f"live{os.getpid()}@conference.{server.domain}"
+
+    async def scenario() -> None:
+        # refresh=None, and the screen reads the list only when it opens and when the stream
+        # (re)starts: once that read is done, only the events can change the rows
+        app = ConsoleApp(server.data_dir / "control.sock", server.domain, refresh=None)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("5")
+            await until(pilot, lambda: isinstance(app.screen, ConferencesScreen))
+            screen = app.screen
+            assert isinstance(screen, ConferencesScreen)
+            await until(pilot, lambda: app.connected and screen.loaded and screen.backlog is None)
+            assert room not in [r[0] for r in rows(app)]
+            reads = screen.reads
+            async with Sessions(server) as ss:
+                a, b = await ss.login(alice), await ss.login(bob)
+                await join(a, room, "alice")
+                await until(pilot, lambda: [room, "ad hoc", "alice"] in rows(app), timeout=5)
+                invite(a, room, f"{bob}@{server.domain}")
+                await next_matching(b.inbox, is_invite)
+                await join(b, room, "bob")
+                await until(pilot, lambda: [room, "ad hoc", "alice, bob"] in rows(app), timeout=5)
+                b.send_presence(pto=f"{room}/bob", ptype="unavailable")
+                await until(pilot, lambda: [room, "ad hoc", "alice"] in rows(app), timeout=5)
+            # the sessions ended: the last occupant left and the ad hoc room is gone
+            await until(pilot, lambda: room not in [r[0] for r in rows(app)], timeout=5)
+            assert screen.reads == reads, "the list was read again"
+            await pilot.press("q")
+
+    run(scenario())
+
+
+class CountedControl(Control):
+    """The console's requests, counted: which ones are under way, and which have answered."""
+
+    def __init__(self, control: Control) -> None:
+        super().__init__(control.socket_path)
+        self.lock = threading.Lock()
+        self.running: dict[str, int] = {}
+        self.answered: dict[str, int] = {}
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        with self.lock:
+            self.running[cmd] = self.running.get(cmd, 0) + 1
+        try:
+            return super().call(cmd, **args)
+        finally:
+            with self.lock:
+                self.running[cmd] -= 1
+                self.answered[cmd] = self.answered.get(cmd, 0) + 1
+
+
+def test_dashboard_pep_row_follows_the_counters_events_without_polling(server: Server, run):
+    (alice,) = server.new_users("alice")
+    aj = f"{alice}@{server.domain}"
+
+    def published(app: ConsoleApp) -> int | None:
+        found = re.search(r"PEP\b.*?(\d+) published", summary(app))
+        return int(found.group(1)) if found else None
+
+    async def scenario() -> None:
+        app = ConsoleApp(server.data_dir / "control.sock", server.domain, refresh=None)
+        control = app.control = CountedControl(app.control)
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, DashboardScreen)
+            # the stream is there, a counters event has come, and no read of status is under way
+            await until(
+                pilot,
+                lambda: (
+                    app.connected
+                    and screen.per_min is not None
+                    and published(app) is not None
+                    and not control.running.get("status")
+                ),
+            )
+            before, reads = published(app), control.answered.get("status", 0)
+            assert before is not None
+            async with Sessions(server) as ss:
+                a = ss.client(alice)
+                a.register_plugin("xep_0060")
+                await a.start()
+                note = ET.Element("{urn:example:console}note")
+                note.text = "counted"
+                await a.plugin["xep_0060"].publish(aj, "urn:example:console", payload=note)
+                await until(pilot, lambda: (published(app) or 0) > before, timeout=10)
+            assert control.answered.get("status", 0) == reads, "status was read again"
             await pilot.press("q")
 
     run(scenario())

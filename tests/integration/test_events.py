@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import queue
 import selectors
 import signal
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ from typing import Any
 from appliance.control_client import ControlClient, StreamClosed
 
 from .server import Server, clean_env, executable
-from .xmppclient import Sessions
+from .test_conference import MUC, invite, is_invite, join
+from .xmppclient import Sessions, next_matching
 
 
 class EventReader:
@@ -279,6 +282,108 @@ def test_se_ctl_events_fails_in_one_line_without_a_server_or_when_it_stops(make_
     r = s.ctl("events")
     assert r.returncode == 1 and "not running" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+# -- conference rooms --------------------------------------------------------------------------
+
+
+DATA = "{jabber:x:data}"
+OWNER = "{" + MUC + "#owner}"
+ADMIN = "{" + MUC + "#admin}"
+
+
+def rooms_event(room: str, change: str, nick: str | None = None) -> Callable[[dict], bool]:
+    return lambda e: (
+        e["event"] == "rooms"
+        and e["data"]["room"] == room
+        and e["data"]["change"] == change
+        and (nick is None or e["data"].get("nick") == nick)
+    )
+
+
+def test_a_room_opening_its_joins_and_leaves_and_closing_arrive_as_events(server: Server, run):
+    alice, bob = server.new_users("alice", "bob")
+    room = f"events{os.getpid()}@conference.{server.domain}"
+    reader = EventReader(server, ["rooms"])
+    try:
+
+        async def scenario() -> None:
+            async with Sessions(server) as ss:
+                a, b = await ss.login(alice), await ss.login(bob)
+                await join(a, room, "alice")
+                invite(a, room, f"{bob}@{server.domain}")
+                await next_matching(b.inbox, is_invite)
+                await join(b, room, "bob")
+                # a line said in the room is no room event
+                a.send_message(mto=room, mbody="the agenda", mtype="groupchat")
+                await next_matching(b.inbox, lambda m: m["body"] == "the agenda")
+                iq = a.make_iq_set(ito=room)
+                form = ET.SubElement(ET.SubElement(iq.xml, OWNER + "query"), DATA + "x")
+                form.set("type", "submit")
+                field = ET.SubElement(form, DATA + "field", {"var": "muc#roomconfig_roomname"})
+                ET.SubElement(field, DATA + "value").text = "Planning"
+                await iq.send(timeout=10)
+                b.send_presence(pto=f"{room}/robert")  # XEP-0045 §7.6: a new nickname
+                await asyncio.to_thread(reader.wait_for, rooms_event(room, "renamed", "robert"))
+                iq = a.make_iq_set(ito=room)  # §8.2: the moderator kicks him
+                query = ET.SubElement(iq.xml, ADMIN + "query")
+                ET.SubElement(query, ADMIN + "item", {"nick": "robert", "role": "none"})
+                await iq.send(timeout=10)
+                await asyncio.to_thread(reader.wait_for, rooms_event(room, "left", "robert"))
+                a.send_presence(pto=f"{room}/alice", ptype="unavailable")
+                await asyncio.to_thread(reader.wait_for, rooms_event(room, "destroyed"))
+
+        run(scenario())
+    finally:
+        reader.close()
+    mine = [e["data"] for e in reader.seen if e["event"] == "rooms" and e["data"]["room"] == room]
+    assert [(d["change"], d.get("nick"), d["count"]) for d in mine] == [
+        ("created", None, 1),
+        ("joined", "alice", 1),
+        ("joined", "bob", 2),
+        ("configured", None, 2),
+        ("renamed", "robert", 2),
+        ("left", "robert", 1),
+        ("left", "alice", 0),
+        ("destroyed", None, 0),
+    ], mine
+    created, joined, configured, renamed = mine[0], mine[1], mine[3], mine[4]
+    assert created["persistent"] is False and created["members_only"] is True, created
+    assert joined["jid"] == f"{alice}@{server.domain}/test" and joined["role"] == "moderator"
+    assert mine[2]["jid"] == f"{bob}@{server.domain}/test" and mine[2]["role"] == "participant"
+    assert configured["name"] == "Planning" and mine[-1]["name"] == "Planning", configured
+    assert renamed["old_nick"] == "bob" and renamed["jid"] == mine[2]["jid"], renamed
+
+
+def test_se_ctl_events_shows_room_events_of_the_rooms_topic_only(server: Server, run):
+    (carol,) = server.new_users("carol")
+    room = f"ctlevents{os.getpid()}@conference.{server.domain}"
+    with ControlClient(server.data_dir / "control.sock", timeout=10) as c:
+        before = len(c.call("subscribers")["subscribers"])
+    events = Streaming(server, "events", "--topic", "rooms")
+    try:
+        subscribed(server, before + 1)
+
+        async def scenario() -> None:
+            async with Sessions(server) as ss:
+                await join(await ss.login(carol), room, "carol")
+                await asyncio.to_thread(
+                    events.wait_line, lambda line: "room joined" in line and room in line
+                )
+
+        run(scenario())
+        joined = events.wait_line(lambda line: "room joined" in line and room in line)
+        assert f"carol ({carol}@{server.domain}/test), 1 in the room" in joined, joined
+        # her session ended: she left, and the ad hoc room went with her
+        events.wait_line(lambda line: "room left" in line and room in line)
+        closed = events.wait_line(lambda line: "room destroyed" in line and room in line)
+        assert "ad hoc, 0 in the room" in closed, closed
+        first = next(line for line in events.lines if room in line)
+        assert first.split()[1:3] == ["room", "created"], events.lines
+        assert not any(" login " in line or " logout " in line for line in events.lines)
+    finally:
+        code, err = events.interrupt()
+    assert code == 0 and "Traceback" not in err, err
 
 
 # -- progress of long operations ---------------------------------------------------------------

@@ -128,7 +128,7 @@ def test_subscribe_arguments_are_checked(args):
 
 def test_subscribe_defaults_to_every_topic_at_info():
     topics, level = check_args({})
-    assert topics == {"sessions", "presence", "log", "counters"} and level == "info"
+    assert topics == {"sessions", "presence", "log", "rooms", "counters"} and level == "info"
 
 
 def test_counters_come_only_while_someone_listens_with_messages_per_minute():
