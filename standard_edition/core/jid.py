@@ -33,8 +33,16 @@ class InvalidJID(ValueError):
     """An address or user name that cannot be prepared; str() says which and why."""
 
 
+class _BareSlot:
+    """Where a full JID keeps its bare JID once asked: a slot, not a field, so equality, hash,
+    repr and pickling see the three parts only."""
+
+    __slots__ = ("_bare",)
+    _bare: JID
+
+
 @dataclass(frozen=True, slots=True)
-class JID:
+class JID(_BareSlot):
     """A prepared address; make it with parse_jid, which is the only way in."""
 
     local: str | None
@@ -43,7 +51,15 @@ class JID:
 
     @property
     def bare(self) -> JID:
-        return self if self.resource is None else replace(self, resource=None)
+        # on every stanza's path: built directly (replace() walks the fields on each call) and
+        # kept on the immutable instance after the first call
+        if self.resource is None:
+            return self
+        bare: JID | None = getattr(self, "_bare", None)
+        if bare is None:
+            bare = JID(self.local, self.domain, None)
+            object.__setattr__(self, "_bare", bare)
+        return bare
 
     @property
     def is_bare(self) -> bool:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import pickle
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -71,6 +75,43 @@ def test_bare_and_with_resource() -> None:
 def test_jids_are_hashable_dictionary_keys() -> None:
     seen = {parse_jid("A@example.test/x"): 1}
     assert seen[parse_jid("a@EXAMPLE.test/x")] == 1
+
+
+@pytest.mark.parametrize(
+    ("full", "bare"),
+    [
+        ("juliet@example.com/balcony", "juliet@example.com"),
+        ("Juliet@Example.COM./Balcony", "juliet@example.com"),
+        ("example.com/res", "example.com"),
+        ("a@[2001:DB8::1]/r", "a@[2001:db8::1]"),
+        ("ñandú@xn--bcher-kva.de/a@b/c", "ñandú@bücher.de"),
+    ],
+)
+def test_bare_of_a_full_jid_equals_the_parsed_bare_jid(full: str, bare: str) -> None:
+    j = parse_jid(full)
+    first, again = j.bare, j.bare
+    expected = parse_jid(bare)
+    for b in (first, again):
+        assert b == expected and hash(b) == hash(expected)
+        assert str(b) == str(expected)
+        assert b.is_bare and b.bare is b
+    assert again is first  # asked twice, the same object
+    assert JID(j.local, j.domain, j.resource).bare == first  # a fresh instance agrees
+
+
+def test_asking_for_bare_leaves_the_jid_unchanged_and_immutable() -> None:
+    asked, fresh = JID("a", "example.test", "r"), JID("a", "example.test", "r")
+    assert asked.bare == JID("a", "example.test", None)
+    assert asked == fresh and hash(asked) == hash(fresh) and repr(asked) == repr(fresh)
+    assert repr(asked) == "JID(local='a', domain='example.test', resource='r')"
+    for copied in (pickle.loads(pickle.dumps(asked)), copy.copy(asked), copy.deepcopy(asked)):
+        assert copied == fresh and copied.bare == fresh.bare
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        asked.resource = None  # type: ignore[misc]
+    # not a field: Python 3.11's frozen slots classes refuse it with a TypeError
+    with pytest.raises((dataclasses.FrozenInstanceError, TypeError)):
+        asked._bare = JID("b", "example.test", None)
+    assert asked.bare == JID("a", "example.test", None)
 
 
 @pytest.mark.parametrize(
@@ -195,6 +236,7 @@ def test_prepared_jids_round_trip(local: str, domain: str, resource: str) -> Non
         return
     assert parse_jid(str(j)) == j
     assert j.local is not None and j.resource is not None
+    assert j.bare == parse_jid(str(j).partition("/")[0]) == JID(j.local, j.domain, None)
 
 
 @given(st.text(max_size=80))
