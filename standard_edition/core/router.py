@@ -539,7 +539,7 @@ class Router(FederationRouting):
             target = self.sessions.get(msg.to)
             if target is not None:
                 # §8.5.3.1: a connected resource gets the message whatever its presence
-                result = target.deliver_message(msg)
+                result = self._write_message(target, msg)
                 self._carbons_received(user, msg, [target])
                 return self._accepted(user, msg, [result])
             if msg.type in ("groupchat", "headline", "error"):
@@ -559,12 +559,18 @@ class Router(FederationRouting):
                 # §8.5.2.1.1: the most available resources (highest priority) get it
                 top = max(e.presence.priority for e in candidates if e.presence)
                 targets = [e for e in candidates if e.presence and e.presence.priority == top]
-            results = [ep.deliver_message(msg) for ep in targets]
+            results = [self._write_message(ep, msg) for ep in targets]
             self._carbons_received(user, msg, targets)
             return self._accepted(user, msg, results)
         if msg.type in ("headline", "error"):
             return succeed(None)  # §8.5.2.2: silently dropped when nobody is there
         return self._store_offline(user, msg)
+
+    def _write_message(self, ep: Endpoint, msg: Message) -> Deferred[None] | None:
+        # presence still waiting in the fan-out for this endpoint goes first: a sender's
+        # presence change followed by a message arrives in that order (RFC 6120 §10.1)
+        self.fanout.flush(ep)
+        return ep.deliver_message(msg)
 
     def _accepted(
         self, user: str, msg: Message, results: list[Deferred[None] | None]

@@ -198,6 +198,29 @@ def test_a_new_login_without_presence_does_not_get_the_old_sessions_presence() -
     assert newer.got == [] and carol.got == []
 
 
+def test_flush_writes_an_endpoints_waiting_presence_now_and_the_rest_keep_their_turns() -> None:
+    clock, fanout, eps = _queue(2, *(f"{n}@{DOMAIN}/a" for n in "abcde"))
+    old, new = Presence(status="old"), Presence(status="new")
+    for ep in eps:
+        fanout.deliver(ep, ALICE, old)
+    a, _, c, d, e = eps
+    fanout.deliver(d, ALICE, new)  # waits behind d's old one
+    assert fanout.waiting == 4  # c, d twice, e
+    fanout.flush(d)  # a message for d is about to be written
+    assert d.got == [(ALICE, old), (ALICE, new)]
+    assert fanout.waiting == 2
+    fanout.flush(a)  # nothing waits for a: nothing happens
+    assert a.got == [(ALICE, old)]
+    while fanout.waiting:
+        clock.turn()
+    assert c.got == [(ALICE, old)] and e.got == [(ALICE, old)]
+    assert d.got == [(ALICE, old), (ALICE, new)]  # nothing written twice
+    # d has no queue left: a newer presence goes at once if the turn allows, in order
+    clock.turn()
+    fanout.deliver(d, ALICE, Presence(status="newest"))
+    assert [p.status for _, p in d.got if p is not None] == ["old", "new", "newest"]
+
+
 def test_per_turn_must_be_positive() -> None:
     with pytest.raises(ValueError):
         PresenceFanout(Clock(), SessionRegistry(), 0)
@@ -331,3 +354,37 @@ def test_cache_follows_the_sender_and_stays_bounded() -> None:
     for i in range(5):
         wire.stanza(a, to, Presence(status=str(i)))
     assert len(wire) <= 2
+
+
+class Inbox(Recorder):
+    """An endpoint that keeps presences and messages in the order they were written to it."""
+
+    def __init__(self, jid: str) -> None:
+        super().__init__(jid)
+        self.stream: list[str] = []
+
+    def deliver_presence(self, sender: JID, presence: Presence | None) -> None:
+        super().deliver_presence(sender, presence)
+        self.stream.append(f"presence {presence.status if presence else None}")
+
+    def deliver_message(self, msg: Any) -> None:
+        self.stream.append(f"message {msg.body}")
+
+
+def test_a_message_never_overtakes_the_presence_its_sender_sent_before_it() -> None:
+    from standard_edition.core.model import Message
+
+    names = [f"user{i}" for i in range(40)]
+    clock, router, eps = _router(*names)
+    router.fanout.per_turn = 5
+    last = Inbox(f"{names[-1]}@{DOMAIN}/desk")  # the last watcher: its presence waits longest
+    router.sessions.add(last)
+    router.presence_update(eps["alice"], Presence(status="in a meeting"))
+    assert router.fanout.waiting > 0 and last.stream == []
+    msg = Message(sender=eps["alice"].jid, to=last.jid, type="chat", body="see you at 3")
+    router.route_message(msg)
+    assert last.stream == ["presence in a meeting", "message see you at 3"]
+    while router.fanout.waiting:
+        clock.turn()
+    assert last.stream == ["presence in a meeting", "message see you at 3"]
+    assert all(_last_from_alice(eps[n]) is not None for n in names[:-1])
