@@ -522,14 +522,15 @@ class Router(FederationRouting):
     def _deliver(self, msg: Message, user: str, sender_user: str | None) -> Deferred[None]:
         """route_message's second half: the recipient exists and may receive from the sender."""
         sender_eps = self.sessions.available(sender_user) if sender_user is not None else []
-        if sender_eps and _carbon_copy(msg):
+        copy = _carbon_copy(msg)
+        if sender_eps and copy:
             # XEP-0280 §7: the sender's other clients see what it sent
             for ep in sender_eps:
                 if ep.jid != msg.sender and getattr(ep, "carbons", False):
                     ep.deliver_carbon(msg, "sent")
         if msg.type == "chat" and msg.body is not None:
             self._remember_chat(msg)
-        if self.history is not None and _carbon_copy(msg):
+        if self.history is not None and copy:
             # XEP-0313: both parties keep the line in their own history
             now = time.time()
             if sender_user is not None:
@@ -540,7 +541,8 @@ class Router(FederationRouting):
             if target is not None:
                 # §8.5.3.1: a connected resource gets the message whatever its presence
                 result = self._write_message(target, msg)
-                self._carbons_received(user, msg, [target])
+                if copy:
+                    self._carbons_received(user, msg, [target])
                 return self._accepted(user, msg, [result])
             if msg.type in ("groupchat", "headline", "error"):
                 # §8.5.3.2.1: these are not rerouted to the bare address
@@ -560,7 +562,8 @@ class Router(FederationRouting):
                 top = max(e.presence.priority for e in candidates if e.presence)
                 targets = [e for e in candidates if e.presence and e.presence.priority == top]
             results = [self._write_message(ep, msg) for ep in targets]
-            self._carbons_received(user, msg, targets)
+            if copy:
+                self._carbons_received(user, msg, targets)
             return self._accepted(user, msg, results)
         if msg.type in ("headline", "error"):
             return succeed(None)  # §8.5.2.2: silently dropped when nobody is there
@@ -596,9 +599,8 @@ class Router(FederationRouting):
         return DeferredList(pending, consumeErrors=True).addCallback(decide)
 
     def _carbons_received(self, user: str, msg: Message, delivered: list[Endpoint]) -> None:
-        """XEP-0280 §6: the recipient's other clients that asked for it get a copy."""
-        if not _carbon_copy(msg):
-            return
+        """XEP-0280 §6: the recipient's other clients that asked for it get a copy (of a
+        message _carbon_copy lets through)."""
         for ep in self.sessions.available(user):
             if ep not in delivered and getattr(ep, "carbons", False):
                 ep.deliver_carbon(msg, "received")
