@@ -9,8 +9,9 @@ the anchor recorded by the purge.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
+
+from standard_edition import flatjson
 
 GENESIS = "0" * 64
 
@@ -36,32 +37,13 @@ FIELDS = (
 )
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-# the C encoder json.dumps would build for _ENCODER on every call, built once: the writer
-# hashes every record while holding the GIL, so this halves the reactor's wait per record.
-# No circular-reference markers: a record is a flat tuple of ints and strings.
-_C_ENCODE = (
-    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-        None,
-        _ENCODER.default,
-        json.encoder.encode_basestring,  # type: ignore[attr-defined]
-        None,
-        _ENCODER.key_separator,
-        _ENCODER.item_separator,
-        False,
-        False,
-        True,
-    )
-    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
-    else None
-)
+# built once: the writer hashes every record while holding the GIL (flatjson says why)
+_ENCODE = flatjson.encoder(ensure_ascii=False, compact=True)
 
 
 def canonical(values: tuple[Any, ...]) -> bytes:
     """The bytes a record's hash covers: its fields as a compact JSON array."""
-    if _C_ENCODE is None:
-        return _ENCODER.encode(values).encode("utf-8")
-    return "".join(_C_ENCODE(values, 0)).encode("utf-8")
+    return _ENCODE(values).encode("utf-8")
 
 
 def record_hash(prev: str, values: tuple[Any, ...]) -> str:

@@ -18,6 +18,7 @@ import sqlite_utils
 from twisted.internet.defer import Deferred, succeed
 from twisted.python import log
 
+from standard_edition import flatjson
 from standard_edition.core.jid import JID, parse_jid
 from standard_edition.core.model import Message
 from standard_edition.store.database import Database
@@ -168,30 +169,7 @@ def _encode(msg: Message) -> str:
     )
 
 
-_JSON = json.JSONEncoder()
-# JSONEncoder.encode builds its C encoder anew on every call; one built once does the same
-# work in half the time (about 2 us a message), and writes exactly what json.dumps writes
-_C_ENCODE = (
-    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-        None,  # no circular-reference markers: a flat dict of strings and a list of strings
-        _JSON.default,
-        json.encoder.encode_basestring_ascii,  # type: ignore[attr-defined]
-        None,
-        _JSON.key_separator,
-        _JSON.item_separator,
-        False,
-        False,
-        True,
-    )
-    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
-    else None
-)
-
-
-def _dumps(record: dict[str, Any]) -> str:
-    if _C_ENCODE is None:
-        return _JSON.encode(record)
-    return "".join(_C_ENCODE(record, 0))
+_dumps = flatjson.encoder()  # json.dumps's text, in half its time
 
 
 def _xml(el: ET.Element) -> str:

@@ -65,12 +65,3 @@ def test_any_body_text_survives(text: str) -> None:
     back = decode_message(_encode(message((body,), text)), 0.0)
     assert back.body == text
     assert (back.payload[0].text or "") == text
-
-
-def test_the_stored_text_is_what_json_dumps_writes() -> None:
-    import json
-
-    from standard_edition.core.history import _dumps
-
-    record = {"sender": "a@b/c", "body": 'é "q" \\ \n 😀', "id": None, "payload": ["<x/>"]}
-    assert _dumps(record) == json.dumps(record)
