@@ -16,14 +16,19 @@ own temp data dir) and Debian's Kamailio, configured here with one worker (child
 sanity module on, usrloc in memory, auth from a fixed password (pv_www_authenticate), and
 presence + presence_xml over db_text (force_active, so no XCAP rules). Runs are interleaved
 (ours, Kamailio, Kamailio, ours, ...), each bounded by --seconds; the median of --rounds runs
-is reported as completed calls per second, with our/Kamailio ratios.
+is reported as completed calls per second, with our/Kamailio ratios, and so is the CPU time
+each server (its process and their children, read from /proc) spent per completed call,
+counted from the start of a run to the end of the quiet after it: on a shared machine
+a steadier measure of cost than the rate.
 
     python benchmarks/sip_transactions.py --users 20 --seconds 5 --rounds 3
 
 Where the time goes: with SE_BENCH_PROFILE=cprofile (or =py-spy when py-spy is installed),
-one more REGISTER run against a separate, profiled instance of our server follows the measured
-ones, and the top functions by own time and by cumulative time are printed. Profiling slows
+one more run per --profile scenario (REGISTER by default) against a separate, profiled instance
+of our server follows the measured ones, and the top functions by own time and by cumulative
+time are printed (SE_BENCH_PROFILE_KEEP=DIR keeps the cProfile files there). Profiling slows
 the server; that run's rate is not part of the figures.
+--scenarios limits the measured scenarios (all four by default).
 
 Needs sipp (Debian sip-tester) and kamailio + kamailio-presence-modules. Stops by itself;
 kills only the processes it started.
@@ -381,7 +386,10 @@ def measure(args: argparse.Namespace, work: Path, users: list[str], sink: str) -
     ours = start_ours(work / "ours", [*users, sink])
     kam = start_kamailio(work / "kamailio")
     results: dict[str, dict[str, list[float]]] = {
-        s: {"ours": [], "kamailio": []} for s in SCENARIOS
+        s: {"ours": [], "kamailio": []} for s in args.scenarios
+    }
+    cpu: dict[str, dict[str, list[float]]] = {
+        s: {"ours": [], "kamailio": []} for s in args.scenarios
     }
     failures: dict[str, int] = {"ours": 0, "kamailio": 0}
     try:
@@ -389,28 +397,54 @@ def measure(args: argparse.Namespace, work: Path, users: list[str], sink: str) -
             prepare_sink(t, work / f"sink-{t.name}", free_udp_port(), sink)
         client_port = free_udp_port()
         contact = f"127.0.0.1:{client_port}"
-        for scen in SCENARIOS:
+        for scen in args.scenarios:
             rows = rows_for(users, contact, sink)
             for rnd in range(args.rounds):
                 order = (ours, kam) if rnd % 2 == 0 else (kam, ours)
                 for t in order:
+                    assert t.proc is not None
+                    cpu0 = cpu_seconds(t.proc.pid)
                     ok, failed, elapsed = sipp(
                         t, work / "runs", scen, rows, seconds=args.seconds, port=client_port,
                         limit=args.limit,
                     )  # fmt: skip
                     time.sleep(args.pause)  # the run's leftover retransmissions die out
+                    per_call = (cpu_seconds(t.proc.pid) - cpu0) / ok * 1e6 if ok else float("nan")
                     rate = ok / elapsed if elapsed else 0.0
                     results[scen][t.name].append(rate)
+                    cpu[scen][t.name].append(per_call)
                     failures[t.name] += failed
                     print(
                         f"  {scen:9} round {rnd + 1} {t.name:8} {ok:7} calls "
-                        f"{failed:5} failed {elapsed:5.1f}s  {rate:9.0f}/s",
+                        f"{failed:5} failed {elapsed:5.1f}s  {rate:9.0f}/s  "
+                        f"{per_call:7.0f} us CPU/call",
                         flush=True,
                     )
     finally:
         ours.stop()
         kam.stop()
-    return {"results": results, "failures": failures}
+    return {"results": results, "cpu": cpu, "failures": failures}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by `pid` and its descendants (Linux /proc)."""
+    procs: dict[int, tuple[int, int]] = {}  # pid -> (parent, clock ticks used)
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        # after "pid (comm)": state ppid ... utime (12th) stime (13th)
+        procs[int(d.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    total = 0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        total += procs.get(p, (0, 0))[1]
+        todo.extend(c for c, (parent, _) in procs.items() if parent == p)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def free_udp_port() -> int:
@@ -421,13 +455,17 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def profile(args: argparse.Namespace, work: Path, users: list[str], how: str) -> None:
-    """One REGISTER run against a profiled instance of our server; where the time goes."""
-    root = work / "profiled"
-    out = root / "register.prof"
+def profile(
+    args: argparse.Namespace, work: Path, users: list[str], how: str, scen: str, sink: str
+) -> None:
+    """One run of `scen` against a profiled instance of our server; where the time goes."""
+    root = work / f"profiled-{scen}"
+    out = root / f"{scen}.prof"
     if how == "py-spy" and shutil.which("py-spy"):
-        t = start_ours(root, users)
+        t = start_ours(root, [*users, sink])
         assert t.proc is not None
+        if scen == "message":
+            prepare_sink(t, root / "sink", free_udp_port(), sink)
         spy = subprocess.Popen(
             [
                 "py-spy",
@@ -439,33 +477,50 @@ def profile(args: argparse.Namespace, work: Path, users: list[str], how: str) ->
                 "--format",
                 "speedscope",
                 "-o",
-                str(root / "register.speedscope.json"),
+                str(root / f"{scen}.speedscope.json"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         port = free_udp_port()
-        sipp(t, root / "run", "register", rows_for(users, f"127.0.0.1:{port}", users[0]),
+        sipp(t, root / "run", scen, rows_for(users, f"127.0.0.1:{port}", sink),
              seconds=args.seconds, port=port, limit=args.limit)  # fmt: skip
         spy.wait(60)
         t.stop()
-        print(f"py-spy profile: {root / 'register.speedscope.json'} (open in speedscope.app)")
+        print(f"py-spy profile: {root / f'{scen}.speedscope.json'} (open in speedscope.app)")
         return
     root.mkdir(parents=True, exist_ok=True)
-    t = start_ours(root, users, profile_to=out)
+    t = start_ours(root, [*users, sink], profile_to=out)
+    if scen == "message":
+        prepare_sink(t, root / "sink", free_udp_port(), sink)
     port = free_udp_port()
     ok, failed, elapsed = sipp(
-        t, root / "run", "register", rows_for(users, f"127.0.0.1:{port}", users[0]),
+        t, root / "run", scen, rows_for(users, f"127.0.0.1:{port}", sink),
         seconds=args.seconds, port=port, limit=args.limit,
     )  # fmt: skip
     t.stop()
-    print(f"\nprofiled REGISTER run (cProfile, slower): {ok / elapsed:.0f}/s, {failed} failed")
+    print(
+        f"\nprofiled {scen.upper()} run (cProfile, slower): {ok / elapsed:.0f}/s, {failed} failed"
+    )
     if not out.exists():
         print("no profile written (the server did not exit cleanly)")
         return
+    keep = os.environ.get("SE_BENCH_PROFILE_KEEP")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, Path(keep) / out.name)
+        print(f"profile kept as {Path(keep) / out.name}")
     stats = pstats.Stats(str(out))
     stats.sort_stats("tottime").print_stats(25)
     stats.sort_stats("cumulative").print_stats(30)
+
+
+def _scenarios(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in SCENARIOS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"scenarios are {', '.join(SCENARIOS)}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -475,6 +530,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="runs per server and scenario")
     p.add_argument("--limit", type=int, default=64, help="calls in flight (sipp -l)")
     p.add_argument("--pause", type=float, default=3.0, help="seconds of quiet between runs")
+    p.add_argument(
+        "--scenarios", type=_scenarios, default=list(SCENARIOS), help="comma list to measure"
+    )
+    p.add_argument(
+        "--profile",
+        type=_scenarios,
+        default=["register"],
+        help="comma list of scenarios profiled when SE_BENCH_PROFILE is set",
+    )
     args = p.parse_args(argv)
     for tool in ("sipp", "kamailio"):
         if shutil.which(tool) is None:
@@ -491,15 +555,24 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         m = measure(args, work, users, sink)
-        print("\nscenario    ours/s   kamailio/s   ours/kamailio   (median of rounds)")
-        for scen in SCENARIOS:
+        print(
+            "\nscenario    ours/s   kamailio/s   ours/kamailio   "
+            "CPU us/call: ours  kamailio  ours/kamailio   (median of rounds)"
+        )
+        for scen in args.scenarios:
             o = statistics.median(m["results"][scen]["ours"])
             k = statistics.median(m["results"][scen]["kamailio"])
-            print(f"{scen:9} {o:9.0f} {k:12.0f} {o / k if k else float('nan'):15.3f}")
+            oc = statistics.median(m["cpu"][scen]["ours"])
+            kc = statistics.median(m["cpu"][scen]["kamailio"])
+            print(
+                f"{scen:9} {o:9.0f} {k:12.0f} {o / k if k else float('nan'):15.3f} "
+                f"{oc:17.0f} {kc:9.0f} {oc / kc if kc else float('nan'):14.2f}"
+            )
         print(f"failed calls: ours {m['failures']['ours']}, kamailio {m['failures']['kamailio']}")
         how = os.environ.get("SE_BENCH_PROFILE", "")
         if how:
-            profile(args, work, users, how)
+            for scen in args.profile:
+                profile(args, work, users, how, scen, sink)
     return 0
 
 

@@ -3,7 +3,10 @@
 Parsing is one pass over the header lines: names are matched case-insensitively, compact
 forms are expanded (§7.3.3), folded lines are unfolded (§7.3.1) and values of headers whose
 grammar is a comma list are split into one entry each. Structured values (Via, From, To,
-Contact, CSeq, ...) are parsed only when asked for and cached until the headers change.
+Contact, CSeq, ...) are parsed only when asked for and cached until the header they come
+from changes; a server's `Request.validate` asks for every header RFC 3261 requires, so a
+broken one is reported before the request is handled. Recently parsed URIs and addresses
+are remembered, since the same ones come in request after request.
 
 Header values are kept as text decoded from UTF-8 with "surrogateescape", so any byte
 received survives a parse/serialize round trip unchanged.
@@ -15,6 +18,7 @@ response, or a request whose framing is lost).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -245,10 +249,27 @@ def canonical_name(name: str) -> str:
     return _CANON.get(name.lower(), name)
 
 
-def _key(name: str) -> str:
+def _fold_key(name: str) -> str:
     low = name.lower()
     canon = _CANON.get(low)
     return canon.lower() if canon is not None else low
+
+
+# the lookup key of a header name, remembered for the names the code asks for
+_KEYS: dict[str, str] = {}
+for _name in [*_CANONICAL_NAMES, *_COMPACT, *(c.upper() for c in _COMPACT)]:
+    for _spelling in (_name, _name.lower()):
+        _KEYS[_spelling] = _fold_key(_spelling)
+_KEYS_MAX = 4096
+
+
+def _key(name: str) -> str:
+    key = _KEYS.get(name)
+    if key is None:
+        key = _fold_key(name)
+        if len(_KEYS) < _KEYS_MAX:
+            _KEYS[name] = key
+    return key
 
 
 # --------------------------------------------------------------------------- lexical helpers
@@ -260,7 +281,6 @@ _DISPLAY_TOKENS = re.compile(f"[{_TOKEN_CHARS} \t]*")
 _WS = " \t"
 _FOLD = re.compile(r"\r\n[ \t]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
-_DIGITS = re.compile(r"[0-9]+")
 # a parameter value that is not a quoted-string: token / host (RFC 3261 §25.1 gen-value)
 _PARAM_VALUE = re.compile(r"[^\s;,\"<>?]+")
 _URI_CHARS_BAD = re.compile(r"[\x00-\x20\x7f<>\"]")
@@ -345,10 +365,20 @@ def _parse_params(s: str, i: int, what: str) -> Params:
     """
     params: list[tuple[str, str | None]] = []
     n = len(s)
+    fast = _PARAM_FAST.match
     while True:
         i = _skip_ws(s, i)
         if i >= n:
             return tuple(params)
+        m = fast(s, i)
+        if m is not None:
+            end = m.end()
+            if end >= n or s[end] != "=":
+                # the common form: a name, maybe "=" and a token/host value
+                params.append((m.group(1).lower(), m.group(2)))
+                i = end
+                continue
+        # a quoted value, or something to report: step by step
         if s[i] != ";":
             raise ParseError(f"unexpected {s[i]!r} in {what}")
         i = _skip_ws(s, i + 1)
@@ -369,6 +399,10 @@ def _parse_params(s: str, i: int, what: str) -> Params:
                 value = m.group()
                 i = m.end()
         params.append((name, value))
+
+
+# one parameter without a quoted value: what the loop in _parse_params reads, in one match
+_PARAM_FAST = re.compile(rf";[ \t]*([{_TOKEN_CHARS}]+)[ \t]*(?:=[ \t]*([^\s;,\"<>?]+))?")
 
 
 def _param(params: Params, name: str) -> str | None:
@@ -401,12 +435,15 @@ def _replace_param(params: Params, name: str, value: str | None) -> Params:
 
 
 def _uint(text: str, what: str, limit: int = MAX_UINT32) -> int:
-    if _DIGITS.fullmatch(text) is None:
+    if not (text.isascii() and text.isdigit()):  # [0-9]+
         raise ParseError(f"bad {what}")
     # bound the digit count first so a huge string is never converted
-    if len(text.lstrip("0")) > len(str(limit)) or int(text) > limit:
+    if len(text) > 9 and len(text.lstrip("0")) > len(str(limit)):
         raise ParseError(f"{what} out of range")
-    return int(text)
+    value = int(text)
+    if value > limit:
+        raise ParseError(f"{what} out of range")
+    return value
 
 
 # --------------------------------------------------------------------------- URIs
@@ -564,8 +601,21 @@ def _parse_host(hostport: str, text: str) -> tuple[str, int | None]:
     return host, _uint(rest[1:], "port", 65535)
 
 
+# The same addresses come again and again (a user's AOR, contacts, the domain): parsed URIs
+# and addresses are immutable, so recent ones are remembered. Errors are not remembered:
+# a bad input raises afresh each time.
+_MEMO_SIZE = 2048
+_MEMO_MAX_TEXT = 512
+
+
 def parse_uri(text: str) -> URI:
     """Parse a Request-URI or the URI of an address (RFC 3261 §19.1, §25.1)."""
+    if len(text) <= _MEMO_MAX_TEXT:
+        return _parse_uri_memo(text)
+    return _parse_uri(text)
+
+
+def _parse_uri(text: str) -> URI:
     m = _SCHEME.match(text)
     if m is None or m.end() >= len(text) or text[m.end()] != ":":
         raise ParseError(f"bad URI {text!r}")
@@ -607,6 +657,9 @@ def parse_uri(text: str) -> URI:
                 raise ParseError(f"bad URI header in {text!r}")
             headers.append((_unescape(k), _unescape(v)))
     return SipURI(scheme, host, user, password, port, params, tuple(headers))
+
+
+_parse_uri_memo = functools.lru_cache(maxsize=_MEMO_SIZE)(_parse_uri)
 
 
 def _uri_params(text: str, whole: str) -> Params:
@@ -668,6 +721,12 @@ class NameAddr:
 
 def parse_name_addr(text: str) -> NameAddr:
     """Parse (name-addr / addr-spec) *(SEMI param) (RFC 3261 §20.10, §20.20, §20.39)."""
+    if len(text) <= _MEMO_MAX_TEXT:
+        return _parse_name_addr_memo(text)
+    return _parse_name_addr(text)
+
+
+def _parse_name_addr(text: str) -> NameAddr:
     s = text.strip(_WS)
     display: str | None = None
     i = 0
@@ -704,6 +763,9 @@ def parse_name_addr(text: str) -> NameAddr:
         uri = parse_uri(uri_text)
         params = _parse_params(s, len(uri_text), "address")
     return NameAddr(uri, display, params)
+
+
+_parse_name_addr_memo = functools.lru_cache(maxsize=_MEMO_SIZE)(_parse_name_addr)
 
 
 # --------------------------------------------------------------------------- Via
@@ -768,8 +830,19 @@ class Via:
         return f"{self.protocol}/{self.transport} {self.host}{port}{_format_params(self.params)}"
 
 
+# the usual via-parm, "SIP/2.0/UDP host:port;...", with nothing to unfold or normalise
+_VIA_FAST = re.compile(r"SIP/2\.0/([A-Za-z0-9]+) ([A-Za-z0-9.\-]+(?::[0-9]+)?)(?=;|\Z)")
+
+
 def parse_via(text: str) -> Via:
     """Parse one via-parm: sent-protocol LWS sent-by *(SEMI via-params) (RFC 3261 §20.42)."""
+    m = _VIA_FAST.match(text)
+    if m is not None:
+        hostport = m.group(2)
+        host, port = _parse_host(hostport, hostport)
+        return _checked_via(
+            m.group(1).upper(), host, port, _parse_params(text, m.end(), "Via"), SIP_VERSION
+        )
     parts = text.split("/", 2)
     if len(parts) != 3:
         raise ParseError("bad Via")
@@ -796,11 +869,15 @@ def parse_via(text: str) -> Via:
         hostport = h.rstrip(_WS) + colon + p.lstrip(_WS)
     host, port = _parse_host(hostport, sent_by)
     params = _parse_params(rest, end, "Via")
+    return _checked_via(transport, host, port, params, f"{name.upper()}/{version}")
+
+
+def _checked_via(transport: str, host: str, port: int | None, params: Params, protocol: str) -> Via:
     if _param(params, "branch") == "" or any(
         v is None and k in ("branch", "received", "maddr", "ttl") for k, v in params
     ):
         raise ParseError("Via parameter without value")
-    via = Via(transport, host, port, params, f"{name.upper()}/{version}")
+    via = Via(transport, host, port, params, protocol)
     # range checks of the numeric parameters (RFC 3261 §20.42, RFC 3581)
     via.ttl  # noqa: B018
     via.rport  # noqa: B018
@@ -898,8 +975,8 @@ class Headers:
     """Ordered multi-map of header fields with case-insensitive names.
 
     Names are stored in canonical spelling (compact forms expanded); each value of a
-    comma-list header is its own entry. Parsed structured values are cached here and the
-    cache is dropped on any change.
+    comma-list header is its own entry. Parsed structured values are cached here; a change
+    to a header drops the cached values built from that header (see `cached`).
     """
 
     __slots__ = ("_cache", "_index", "_items")
@@ -919,10 +996,13 @@ class Headers:
         h._cache = {}
         return h
 
-    def _changed(self) -> None:
+    def _changed(self, key: str) -> None:
+        """Header `key` (folded name) changed: the index and what was parsed from it go."""
         self._index = None
-        if self._cache:
-            self._cache = {}
+        cache = self._cache
+        if cache:
+            for k in [k for k in cache if _cache_dependency(k) == key]:
+                del cache[k]
 
     def _idx(self) -> dict[str, list[str]]:
         idx = self._index
@@ -934,11 +1014,21 @@ class Headers:
         return idx
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        values = self._idx().get(_key(name))
+        idx = self._index
+        if idx is None:
+            idx = self._idx()
+        values = idx.get(_KEYS.get(name) or _key(name))
         return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
         return list(self._idx().get(_key(name), ()))
+
+    def _values(self, name: str) -> list[str] | tuple[()]:
+        """The values of `name`, not copied: for reading only."""
+        idx = self._index
+        if idx is None:
+            idx = self._idx()
+        return idx.get(_KEYS.get(name) or _key(name), ())
 
     def count(self, name: str) -> int:
         return len(self._idx().get(_key(name), ()))
@@ -966,14 +1056,14 @@ class Headers:
         if "\r" in value or "\n" in value or not _is_token(name):
             raise ValueError(f"bad header field {name!r}")
         self._items.append((canonical_name(name), value))
-        self._changed()
+        self._changed(_key(name))
 
     def insert(self, index: int, name: str, value: str) -> None:
         value = str(value)
         if "\r" in value or "\n" in value or not _is_token(name):
             raise ValueError(f"bad header field {name!r}")
         self._items.insert(index, (canonical_name(name), value))
-        self._changed()
+        self._changed(_key(name))
 
     def set(self, name: str, value: str) -> None:
         """Replace every field called `name` by one, where the first one was (or at the end)."""
@@ -992,19 +1082,29 @@ class Headers:
         for i, (n, _) in enumerate(self._items):
             if n.lower() == key:
                 self._items[i] = (n, value)
-                self._changed()
+                idx = self._index
+                self._changed(key)
+                if idx is not None:
+                    # the first value of `key` is the one replaced; the rest stay as they are
+                    idx[key][0] = value
+                    self._index = idx
                 return
         self.add(name, value)
 
     def remove(self, name: str) -> None:
         key = _key(name)
         self._items = [(n, v) for n, v in self._items if n.lower() != key]
-        self._changed()
+        self._changed(key)
 
     def copy(self) -> Headers:
         return Headers._trusted(list(self._items))
 
     def cached(self, key: str, build: Any) -> Any:
+        """`build()`, remembered under `key` until the header it was built from changes.
+
+        `key` names that header: its folded name ("cseq", "contact"), optionally after a
+        prefix and ':' ("auth:authorization"); "top-via" is built from Via.
+        """
         cache = self._cache
         if key in cache:
             return cache[key]
@@ -1014,12 +1114,25 @@ class Headers:
 
     def single(self, name: str) -> str | None:
         """The one value of a header that must not repeat (RFC 3261 §7.3.1)."""
-        values = self._idx().get(_key(name))
+        idx = self._index
+        if idx is None:
+            idx = self._idx()
+        values = idx.get(_KEYS.get(name) or _key(name))
         if not values:
             return None
         if len(values) > 1:
             raise ParseError(f"multiple {canonical_name(name)} header fields")
         return values[0]
+
+
+_UNSET: Any = object()  # not in the cache (None is a value there)
+
+
+def _cache_dependency(cache_key: str) -> str:
+    """The folded header name a `Headers.cached` value was built from."""
+    if cache_key == "top-via":
+        return "via"
+    return cache_key.rpartition(":")[2]
 
 
 # --------------------------------------------------------------------------- messages
@@ -1038,22 +1151,34 @@ class Message:
             raise ParseError(f"missing {name} header")
         return v
 
+    # Each accessor looks in the cache first, so a value already parsed costs one lookup.
+
     @property
     def call_id(self) -> str:
-        return self.headers.cached("call-id", lambda: self._required("Call-ID"))
+        v = self.headers._cache.get("call-id", _UNSET)
+        if v is _UNSET:
+            v = self.headers.cached("call-id", lambda: self._required("Call-ID"))
+        return v  # type: ignore[no-any-return]
 
     @property
     def cseq(self) -> CSeq:
-        return self.headers.cached("cseq", lambda: _parse_cseq(self._required("CSeq")))
+        v = self.headers._cache.get("cseq", _UNSET)
+        if v is _UNSET:
+            v = self.headers.cached("cseq", lambda: _parse_cseq(self._required("CSeq")))
+        return v  # type: ignore[no-any-return]
 
     @property
     def vias(self) -> tuple[Via, ...]:
         return self.headers.cached(
-            "via", lambda: tuple(parse_via(v) for v in self.headers.get_all("Via"))
+            "via", lambda: tuple(parse_via(v) for v in self.headers._values("Via"))
         )
 
     @property
     def top_via(self) -> Via:
+        v = self.headers._cache.get("top-via", _UNSET)
+        if v is not _UNSET:
+            return v  # type: ignore[no-any-return]
+
         def build() -> Via:
             first = self.headers.get("Via")
             if first is None:
@@ -1062,18 +1187,32 @@ class Message:
 
         return self.headers.cached("top-via", build)
 
+    def replace_top_via(self, via: Via) -> None:
+        """Put `via` in place of the top Via (RFC 3261 §18.2.1: received/rport marked).
+
+        `via` is kept as the parsed top Via: a Via's text parses back to an equal Via.
+        """
+        self.headers.replace_first("Via", str(via))
+        self.headers._cache["top-via"] = via
+
     @property
     def from_(self) -> NameAddr:
-        return self.headers.cached("from", lambda: parse_name_addr(self._required("From")))
+        v = self.headers._cache.get("from", _UNSET)
+        if v is _UNSET:
+            v = self.headers.cached("from", lambda: parse_name_addr(self._required("From")))
+        return v  # type: ignore[no-any-return]
 
     @property
     def to(self) -> NameAddr:
-        return self.headers.cached("to", lambda: parse_name_addr(self._required("To")))
+        v = self.headers._cache.get("to", _UNSET)
+        if v is _UNSET:
+            v = self.headers.cached("to", lambda: parse_name_addr(self._required("To")))
+        return v  # type: ignore[no-any-return]
 
     @property
     def contact_is_star(self) -> bool:
         """`Contact: *` (RFC 3261 §10.2.2), allowed only alone."""
-        values = self.headers.get_all("Contact")
+        values = self.headers._values("Contact")
         if "*" not in values:
             return False
         if len(values) != 1:
@@ -1082,32 +1221,41 @@ class Message:
 
     @property
     def contacts(self) -> tuple[NameAddr, ...]:
+        v = self.headers._cache.get("contact", _UNSET)
+        if v is not _UNSET:
+            return v  # type: ignore[no-any-return]
+
         def build() -> tuple[NameAddr, ...]:
             if self.contact_is_star:
                 return ()
-            return tuple(parse_name_addr(v) for v in self.headers.get_all("Contact"))
+            return tuple(parse_name_addr(v) for v in self.headers._values("Contact"))
 
         return self.headers.cached("contact", build)
 
     @property
     def routes(self) -> tuple[NameAddr, ...]:
         return self.headers.cached(
-            "route", lambda: tuple(parse_name_addr(v) for v in self.headers.get_all("Route"))
+            "route", lambda: tuple(parse_name_addr(v) for v in self.headers._values("Route"))
         )
 
     @property
     def record_routes(self) -> tuple[NameAddr, ...]:
         return self.headers.cached(
             "record-route",
-            lambda: tuple(parse_name_addr(v) for v in self.headers.get_all("Record-Route")),
+            lambda: tuple(parse_name_addr(v) for v in self.headers._values("Record-Route")),
         )
 
     def _uint_header(self, name: str, limit: int = MAX_UINT32) -> int | None:
+        key = name.lower()
+        v = self.headers._cache.get(key, _UNSET)
+        if v is not _UNSET:
+            return v  # type: ignore[no-any-return]
+
         def build() -> int | None:
             v = self.headers.single(name)
             return None if v is None else _uint(v, name, limit)
 
-        return self.headers.cached(name.lower(), build)
+        return self.headers.cached(key, build)  # type: ignore[no-any-return]
 
     @property
     def max_forwards(self) -> int | None:
@@ -1145,13 +1293,13 @@ class Message:
     def auth_headers(self, name: str) -> tuple[AuthHeader, ...]:
         """Parsed Authorization / Proxy-Authorization / WWW-Authenticate fields."""
         return self.headers.cached(
-            "auth:" + name.lower(),
-            lambda: tuple(parse_auth(v) for v in self.headers.get_all(name)),
+            "auth:" + _key(name),
+            lambda: tuple(parse_auth(v) for v in self.headers._values(name)),
         )
 
     def tokens(self, name: str) -> list[str]:
         """Values of a token-list header (Supported, Require, Allow ...), empty ones dropped."""
-        return [v for v in self.headers.get_all(name) if v]
+        return [v for v in self.headers._values(name) if v]
 
 
 @dataclass(eq=False, slots=True)
@@ -1196,7 +1344,7 @@ class Request(Message):
                 raise ParseError("CSeq method does not match the request")
             for name in ("Call-ID", "From", "To"):
                 self._required(name)
-            if not self.headers.get_all("Via"):
+            if not self.headers._values("Via"):
                 raise ParseError("missing Via header")
             self.top_via  # noqa: B018
             self.from_  # noqa: B018
@@ -1272,28 +1420,41 @@ def parse_head(head: bytes) -> tuple[str, Headers]:
         raise ParseError("too many header fields", 513, phrase="Message Too Large")
     items: list[tuple[str, str]] = []
     append = items.append
-    canon = _CANON
-    lists = _LIST_HEADERS
+    names = _HEAD_NAMES
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if not colon:
             raise ParseError("header line without ':'")
-        name = name.rstrip(_WS)
-        low = name.lower()
-        cname = canon.get(low)
-        if cname is None:
-            if not _is_token(name):
-                raise ParseError("bad header name")
-            cname = name
-        else:
-            low = cname.lower()
+        known = names.get(name)
+        if known is None:
+            known = _head_name(name)
+        cname, is_list = known
         value = value.strip(_WS)
-        if low in lists and "," in value:
+        if is_list and "," in value:
             for part in _split_list(value):
                 append((cname, part))
         else:
             append((cname, value))
     return start, Headers._trusted(items)
+
+
+# header names as written on the wire -> (canonical name, is a comma-list header)
+_HEAD_NAMES: dict[str, tuple[str, bool]] = {}
+_HEAD_NAMES_MAX = 4096
+
+
+def _head_name(raw: str) -> tuple[str, bool]:
+    """Canonical spelling of a header name from a header line; ParseError if it is bad."""
+    name = raw.rstrip(_WS)
+    cname = _CANON.get(name.lower())
+    if cname is None:
+        if not _is_token(name):
+            raise ParseError("bad header name")
+        cname = name
+    known = (cname, cname.lower() in _LIST_HEADERS)
+    if len(_HEAD_NAMES) < _HEAD_NAMES_MAX:
+        _HEAD_NAMES[raw] = known
+    return known
 
 
 _STATUS_RE = re.compile(r"SIP/2\.0 ([1-6][0-9]{2})(?: (.*))?", re.IGNORECASE)
@@ -1448,21 +1609,39 @@ def make_response(
     tag yet (never on 100 Trying, §8.2.6.1). Works on a request that failed validation
     as far as the headers it has allow.
     """
-    h = Headers._trusted([])
-    src = request.headers
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        for value in src.get_all(name):
-            if name == "To" and to_tag is not None and status > 100:
-                try:
-                    if request.to.tag is None:
-                        value = f"{value};tag={to_tag}"
-                except ParseError:
-                    pass
-            h._items.append((name, value))
+    items: list[tuple[str, str]] = []
+    append = items.append
+    idx = request.headers._idx()
+    for name, key in _COPIED_TO_RESPONSE:
+        values = idx.get(key)
+        if not values:
+            continue
+        if key == "to" and to_tag is not None and status > 100:
+            try:
+                tagged = request.to.tag is None
+            except ParseError:
+                tagged = False
+            if tagged:
+                values = [f"{value};tag={to_tag}" for value in values]
+        for value in values:
+            append((name, value))
     if status == 100:
         # RFC 3261 §8.2.6.1: a 100 Trying copies the Timestamp
-        for value in src.get_all("Timestamp"):
-            h._items.append(("Timestamp", value))
+        for value in idx.get("timestamp", ()):
+            append(("Timestamp", value))
     for name, value in headers:
-        h.add(name, value)
+        value = str(value)
+        if "\r" in value or "\n" in value or not _is_token(name):
+            raise ValueError(f"bad header field {name!r}")
+        append((canonical_name(name), value))
+    h = Headers._trusted(items)
     return Response(status, reason if reason is not None else reason_phrase(status), h, body)
+
+
+_COPIED_TO_RESPONSE = (
+    ("Via", "via"),
+    ("From", "from"),
+    ("To", "to"),
+    ("Call-ID", "call-id"),
+    ("CSeq", "cseq"),
+)

@@ -174,7 +174,7 @@ class SipService:
             # RFC 3261 §18.2.1, RFC 3581 §4: note where the request really came from
             marked = via.with_received(peer.host, peer.port)
             if marked != via:
-                msg.headers.replace_first("Via", str(marked))
+                msg.replace_top_via(marked)
             if not peer.reliable and not via.has_rport:
                 # §18.2.2: without rport, answers go to the source address and sent-by port
                 reply_peer = Peer("UDP", peer.host, via.port or 5060)
