@@ -4,6 +4,8 @@ RFC 3261 §22 with RFC 7616 / RFC 8760 algorithms: every request that needs an i
 challenged (401 for REGISTER, 407 for the rest), MD5 first and SHA-256 after it when enabled.
 Failed answers slow down per account and per source address (`Throttle`), so guessing a
 password over SIP is as slow as over XMPP; an unknown user is handled like a wrong password.
+An address's failures delay only that address's failing answers: other users behind the same
+address (an office NAT) are answered at once when their credentials are right.
 """
 
 from __future__ import annotations
@@ -131,7 +133,11 @@ class Authenticator:
             user = ""
         src_key = "addr:" + source
         user_key = "user:" + user
-        delay = self.throttle.delay(src_key, user_key)
+        # a guessed account's answers all wait; an address's failures hold back its failing
+        # requests only, so colleagues behind the same NAT as a phone with an old password
+        # still sign in at once
+        user_delay = self.throttle.delay(user_key)
+        delay = max(user_delay, self.throttle.delay(src_key))
         acct = self.accounts.get(user) if user else None
         algorithm = params.get("algorithm", "MD5").upper()
         if algorithm.removesuffix("-SESS") not in (a.upper() for a in self.algorithms):
@@ -155,10 +161,12 @@ class Authenticator:
             counts=self.counts,
         )
         if verdict is Verdict.OK:
-            self.throttle.succeeded(src_key)
+            # the account's record goes; the address's stays (its successes are not held
+            # back), so one valid account cannot wipe the record of guesses made from there
             self.throttle.succeeded(user_key)
-            return AuthResult(user=user, delay=delay)
+            return AuthResult(user=user, delay=user_delay)
         if verdict is Verdict.STALE:
-            return AuthResult(challenge=self.challenge(proxy, stale=True), delay=delay)
+            # the right password with an old nonce: the client's normal path
+            return AuthResult(challenge=self.challenge(proxy, stale=True), delay=user_delay)
         self.throttle.failed(src_key, user_key)
         return AuthResult(forbidden=True, delay=delay)

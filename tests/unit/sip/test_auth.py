@@ -108,3 +108,36 @@ def test_failures_slow_down_per_address_and_per_account_and_are_forgotten() -> N
     assert t.delay("addr:1") == MAX_DELAY
     clock.advance(3600)
     assert t.delay("addr:1") == 0.0
+
+
+def test_a_failing_phone_does_not_hold_back_its_colleagues_behind_the_same_address() -> None:
+    clock = Clock()
+    clock.advance(1_000_000)
+    auth = make(clock)
+    office = "198.51.100.7"
+    ch = auth.check(register(), office, proxy=False).challenge[0][1]
+    for i in range(10):  # someone's phone keeps an old password (unknown users count alike)
+        bad = auth.check(
+            register(answer(ch, user="nobody", nc=f"{i + 1:08x}")), office, proxy=False
+        )
+        assert bad.forbidden
+    assert bad.delay > 0  # its failures are slowed down
+    ok = auth.check(register(answer(ch)), office, proxy=False)
+    assert ok.user == "carol" and ok.delay == 0.0
+    # a wrong password for carol from there is still held back by the address's record
+    wrong = auth.check(register(answer(ch, ha1="0" * 32, nc="00000002")), office, proxy=False)
+    assert wrong.forbidden and wrong.delay > 0
+
+
+def test_an_account_under_attack_is_slowed_down_even_when_the_password_is_right() -> None:
+    clock = Clock()
+    clock.advance(1_000_000)
+    auth = make(clock)
+    ch = auth.check(register(), "a", proxy=False).challenge[0][1]
+    for i in range(6):
+        source = f"203.0.113.{i}"  # spread over addresses: the account's own count grows
+        assert auth.check(
+            register(answer(ch, ha1="0" * 32, nc=f"{i + 1:08x}")), source, proxy=False
+        ).forbidden
+    ok = auth.check(register(answer(ch, nc="00000010")), "192.0.2.50", proxy=False)
+    assert ok.user == "carol" and ok.delay > 0
