@@ -110,6 +110,59 @@ def status_for(e: Undeliverable) -> tuple[int, str | None]:
     return 500, None
 
 
+class TransactionTimers:
+    """The transaction layer's timers on the reactor, kept by transaction: one that ends
+    cancels its own without looking at anyone else's (under load there are tens of thousands,
+    most of them Timer J and K waiting out retransmissions)."""
+
+    def __init__(self, reactor: Any, fire: Callable[[Hashable, str], None]) -> None:
+        self._reactor = reactor
+        self._fire = fire  # (transaction key, timer name) when a timer runs out
+        self._running: dict[Hashable, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self._running.values())
+
+    def start(self, key: Hashable, name: str, seconds: float) -> None:
+        """Start (or restart) timer `name` of transaction `key`."""
+        running = self._running.setdefault(key, {})
+        old = running.pop(name, None)
+        if old is not None and old.active():
+            old.cancel()
+        running[name] = self._reactor.callLater(seconds, self._fire, key, name)
+
+    def cancel(self, key: Hashable, name: str) -> None:
+        running = self._running.get(key)
+        if running is None:
+            return
+        call = running.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+        if not running:
+            del self._running[key]
+
+    def fired(self, key: Hashable, name: str) -> None:
+        """Forget a timer that has run out (called by `fire`'s owner before acting on it)."""
+        running = self._running.get(key)
+        if running is not None:
+            running.pop(name, None)
+            if not running:
+                del self._running[key]
+
+    def end(self, key: Hashable) -> None:
+        """Transaction `key` is over: its timers go."""
+        for call in self._running.pop(key, {}).values():
+            if call.active():
+                call.cancel()
+
+    def stop(self) -> None:
+        for running in self._running.values():
+            for call in running.values():
+                if call.active():
+                    call.cancel()
+        self._running.clear()
+
+
 class SipService:
     """The transaction user; implements transport.Core."""
 
@@ -131,7 +184,7 @@ class SipService:
         self.tx = TransactionLayer()
         self.auth = Authenticator(reactor, router.accounts, domain, digest)
         self.registrar = Registrar(reactor, db, self._bound, self._unbound, clock=clock)
-        self._timers: dict[tuple[Hashable, str], Any] = {}
+        self._timers = TransactionTimers(reactor, self._timer_fired)
         self._pending: dict[Hashable, defer.Deferred[Response]] = {}
         self.counters = {"requests": 0, "responses": 0, "malformed": 0}
         # conferences (conference/service.py): sip:room@conference.<domain>, set by the server
@@ -151,10 +204,7 @@ class SipService:
     def stop(self) -> None:
         self.presence.stop()
         self.registrar.stop()
-        for call in self._timers.values():
-            if call.active():
-                call.cancel()
-        self._timers.clear()
+        self._timers.stop()
         self.transports.close_all()
 
     # -- transport.Core ----------------------------------------------------------------------
@@ -228,16 +278,9 @@ class SipService:
                 d = self.transports.send(a.peer, serialize(a.message))
                 d.addErrback(self._send_failed, a)
             elif isinstance(a, StartTimer):
-                old = self._timers.pop((a.key, a.name), None)
-                if old is not None and old.active():
-                    old.cancel()
-                self._timers[(a.key, a.name)] = self.reactor.callLater(
-                    a.seconds, self._timer_fired, a.key, a.name
-                )
+                self._timers.start(a.key, a.name, a.seconds)
             elif isinstance(a, CancelTimer):
-                call = self._timers.pop((a.key, a.name), None)
-                if call is not None and call.active():
-                    call.cancel()
+                self._timers.cancel(a.key, a.name)
             elif isinstance(a, Deliver):
                 if isinstance(a.message, Request):
                     if a.transaction is not None:
@@ -250,10 +293,7 @@ class SipService:
             elif isinstance(a, Timeout):
                 self._finish_client(a.key, 408, "Request Timeout")
             elif isinstance(a, Terminated):
-                for key, name in [k for k in self._timers if k[0] == a.key]:
-                    call = self._timers.pop((key, name))
-                    if call.active():
-                        call.cancel()
+                self._timers.end(a.key)
                 if a.reason == "transport error":
                     self._finish_client(a.key, 503, "Service Unavailable")
                 else:
@@ -265,7 +305,7 @@ class SipService:
             d.callback(Response(status, reason))
 
     def _timer_fired(self, key: Any, name: str) -> None:
-        self._timers.pop((key, name), None)
+        self._timers.fired(key, name)
         self._run(self.tx.timer_fired(key, name))
 
     def _send_failed(self, f: failure.Failure, action: Send) -> None:
