@@ -461,13 +461,9 @@ class SipFederation:
             svc.reply(tx, 405, headers=[("Allow", ALLOW)])
 
     def _remote_user(self, req: Request) -> JID | None:
-        uri = req.from_.uri
-        if not isinstance(uri, SipURI) or not uri.user:
-            return None
-        try:
-            return parse_jid(f"{uri.user}@{uri.host.lower()}").bare
-        except InvalidJID:
-            return None
+        from standard_edition.sip.service import address_of
+
+        return address_of(req.from_.uri)
 
     def _local_target(self, req: Request) -> str | None:
         """The local account the Request-URI names (None: not ours, or no such user)."""

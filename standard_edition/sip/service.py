@@ -110,6 +110,16 @@ def status_for(e: Undeliverable) -> tuple[int, str | None]:
     return 500, None
 
 
+def address_of(uri: Any) -> JID | None:
+    """The bare user@host address a SIP URI with a user part names, or None."""
+    if not isinstance(uri, SipURI) or not uri.user:
+        return None
+    try:
+        return parse_jid(f"{uri.user}@{uri.host.lower().rstrip('.')}").bare
+    except InvalidJID:
+        return None
+
+
 class TransactionTimers:
     """The transaction layer's timers on the reactor, kept by transaction: one that ends
     cancels its own without looking at anyone else's (under load there are tens of thousands,
@@ -471,15 +481,12 @@ class SipService:
 
     def remote_of(self, uri: Any) -> JID | None:
         """The address in another domain a sip: URI names (federation), or None."""
-        if not isinstance(uri, SipURI) or uri.scheme not in ("sip", "sips") or not uri.user:
+        if not isinstance(uri, SipURI) or uri.scheme not in ("sip", "sips"):
             return None
         host = uri.host.lower().rstrip(".")
         if host == self.domain or host.endswith("." + self.domain) or not self.router.remote:
             return None
-        try:
-            return parse_jid(f"{uri.user}@{host}").bare
-        except InvalidJID:
-            return None
+        return address_of(uri)
 
     def _user_of(self, uri: Any) -> str | None:
         """The local account a sip: URI names (user part folded like XMPP's), or None."""
