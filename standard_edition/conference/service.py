@@ -420,10 +420,7 @@ class Conferences:
     def listing(self) -> list[dict[str, Any]]:
         return [
             {
-                "room": str(r.jid),
-                "name": r.name,
-                "persistent": r.persistent,
-                "members_only": r.members_only,
+                **describe_room(r),
                 "occupants": [
                     {"nick": o.nick, "jid": str(o.jid), "role": o.role}
                     for o in r.occupants.values()

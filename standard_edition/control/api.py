@@ -119,7 +119,8 @@ class ControlAPI(Protocol):
         remove: list[str] | None = None,
     ) -> Result: ...
 
-    # "conference.list" {} -> [{"room", "name", "persistent", "members_only", "occupants": [...]}]
+    # "conference.list" {} -> [{"room", "name", "subject", "persistent", "members_only", "count",
+    #                         "occupants": [...], "members", "history"}]
     def conference_list(self) -> Result: ...
 
     # "archive.policy.show" {} -> {"mode", "users", "internal", "external", "critical",
